@@ -1,0 +1,13 @@
+// The umbrella header: everything a model definition needs.
+#pragma once
+
+#include "ciuic/allocator.h"
+#include "ciuic/autograd.h"
+#include "ciuic/device.h"
+#include "ciuic/dtype.h"
+#include "ciuic/error.h"
+#include "ciuic/ops.h"
+#include "ciuic/random.h"
+#include "ciuic/stream.h"
+#include "ciuic/tensor.h"
+#include "ciuic/gradcheck.h"

@@ -1,0 +1,188 @@
+// Tensor: a cheap shared handle to storage + offset + shape + strides + dtype +
+// device, plus autograd state. Copying a Tensor copies the handle; views share
+// storage and cost no copy. Strides and offsets count elements, not bytes.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#include "ciuic/device.h"
+#include "ciuic/dtype.h"
+#include "ciuic/random.h"
+#include "ciuic/storage.h"
+
+namespace ciuic {
+
+using Shape = std::vector<std::int64_t>;
+std::string shape_str(const Shape& s);  // "[2, 3]"
+std::int64_t shape_numel(const Shape& s);
+Shape contiguous_strides(const Shape& s);
+
+struct AutogradMeta;  // autograd.h
+
+struct TensorImpl {
+  Storage storage;
+  std::int64_t offset = 0;  // elements from storage->data
+  Shape shape;
+  Shape strides;            // elements; 0 in expanded dims
+  DType dtype = DType::f32;
+  std::shared_ptr<AutogradMeta> autograd;  // null until needed
+};
+
+class Tensor;
+
+struct TensorOptions {
+  DType dtype_ = DType::f32;
+  Device device_ = Device::cpu();
+  bool requires_grad_ = false;
+  TensorOptions() = default;
+  TensorOptions(DType t) : dtype_(t) {}        // NOLINT: implicit for zeros({2}, DType::f64)
+  TensorOptions(Device d) : device_(d) {}      // NOLINT
+  TensorOptions& dtype(DType t) { dtype_ = t; return *this; }
+  TensorOptions& device(Device d) { device_ = d; return *this; }
+  TensorOptions& requires_grad(bool r = true) { requires_grad_ = r; return *this; }
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+
+  bool defined() const { return impl_ != nullptr; }
+  TensorImpl* impl() const { return impl_.get(); }
+  const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
+  bool same(const Tensor& o) const { return impl_ == o.impl_; }
+
+  // ---- metadata ----
+  const Shape& shape() const;
+  const Shape& strides() const;
+  std::int64_t dim() const { return static_cast<std::int64_t>(shape().size()); }
+  std::int64_t size(std::int64_t d) const;    // d may be negative
+  std::int64_t stride(std::int64_t d) const;
+  std::int64_t offset() const;
+  std::int64_t numel() const;
+  DType dtype() const;
+  Device device() const;
+  std::size_t element_size() const { return dtype_size(dtype()); }
+  bool is_contiguous() const;
+  const Storage& storage() const;
+  void* data_ptr() const;                      // address of element 0 of this view
+  template <typename T> T* data() const;       // checks dtype_of<T> == dtype()
+  std::uint64_t version() const;
+  void bump_version() const;                   // call after every in-place write
+
+  // ---- autograd (autograd.h has the tape) ----
+  bool requires_grad() const;
+  Tensor& requires_grad_(bool r = true);
+  bool is_leaf() const;                        // not produced by a recorded op
+  Tensor grad() const;                         // undefined until a backward wrote it
+  void set_grad(const Tensor& g) const;
+  void zero_grad() const;                      // drops .grad
+  Tensor detach() const;                       // same storage, no autograd history
+  // Gradient of this (a scalar unless grad_output is given) w.r.t. every leaf.
+  void backward(const Tensor& grad_output = Tensor(), bool retain_graph = false) const;
+
+  // ---- views (no copy; differentiable) ----
+  Tensor view(const Shape& shape) const;       // needs compatible strides; -1 infers one dim
+  Tensor reshape(const Shape& shape) const;    // view when possible, else a copy
+  Tensor flatten(std::int64_t start = 0, std::int64_t end = -1) const;
+  Tensor transpose(std::int64_t d0, std::int64_t d1) const;
+  Tensor t() const { return transpose(0, 1); }
+  Tensor permute(const Shape& dims) const;
+  Tensor slice(std::int64_t dim, std::int64_t start, std::int64_t end, std::int64_t step = 1) const;
+  Tensor narrow(std::int64_t dim, std::int64_t start, std::int64_t length) const;
+  Tensor select(std::int64_t dim, std::int64_t index) const;
+  Tensor expand(const Shape& shape) const;     // -1 keeps a dim; new leading dims allowed
+  Tensor squeeze() const;
+  Tensor squeeze(std::int64_t dim) const;
+  Tensor unsqueeze(std::int64_t dim) const;
+
+  // ---- copies and conversions ----
+  Tensor to(Device d) const;                   // same tensor when already there
+  Tensor to(DType t) const;
+  Tensor to(Device d, DType t) const;
+  Tensor clone() const;                        // contiguous copy
+  Tensor contiguous() const;                   // this when already contiguous
+  Tensor& copy_(const Tensor& src);            // broadcasts src, converts dtype, crosses devices
+  Tensor& fill_(double v);
+  Tensor& zero_() { return fill_(0.0); }
+
+  double item() const;                         // one element, as double
+  template <typename T> T item() const { return convert<T>(item()); }
+  template <typename T> std::vector<T> to_vector() const;  // row-major, converted to T
+
+  std::string str() const;                     // shape, dtype, device and values
+
+ private:
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+std::ostream& operator<<(std::ostream& os, const Tensor& t);
+
+// Describes a tensor for error messages: "f32[2, 3] on cpu".
+std::string describe(const Tensor& t);
+
+// ---- factories ----
+Tensor empty(const Shape& shape, TensorOptions opts = {});
+Tensor zeros(const Shape& shape, TensorOptions opts = {});
+Tensor ones(const Shape& shape, TensorOptions opts = {});
+Tensor full(const Shape& shape, double value, TensorOptions opts = {});
+Tensor empty_like(const Tensor& t);
+Tensor zeros_like(const Tensor& t);
+Tensor ones_like(const Tensor& t);
+Tensor full_like(const Tensor& t, double value);
+// [start, end) by step; dtype defaults to i64.
+Tensor arange(double start, double end, double step = 1.0, TensorOptions opts = DType::i64);
+Tensor arange(std::int64_t n, TensorOptions opts = DType::i64);
+// Uniform [lo, hi) and normal(mean, std) from the counter-based generator.
+Tensor rand(const Shape& shape, TensorOptions opts = {}, Generator* gen = nullptr);
+Tensor uniform(const Shape& shape, double lo, double hi, TensorOptions opts = {}, Generator* gen = nullptr);
+Tensor randn(const Shape& shape, TensorOptions opts = {}, Generator* gen = nullptr);
+Tensor normal(const Shape& shape, double mean, double std, TensorOptions opts = {}, Generator* gen = nullptr);
+
+// Copies host data in (dtype from T unless opts says otherwise).
+template <typename T>
+Tensor from_vector(const std::vector<T>& data, const Shape& shape, TensorOptions opts = TensorOptions(dtype_of<T>::value));
+// Wraps external memory without copying; deleter (may be empty) runs when the last view dies.
+Tensor from_blob(void* data, const Shape& shape, DType dtype, Device device = Device::cpu(),
+                 std::function<void(void*)> deleter = {});
+// A contiguous tensor over fresh storage of the given shape, dtype, device (no autograd).
+Tensor make_tensor(const Shape& shape, DType dtype, Device device);
+
+// ---- template definitions ----
+template <typename T>
+T* Tensor::data() const {
+  CIUIC_CHECK(dtype() == dtype_of<T>::value, DTypeError, "Tensor::data", "tensor is ", dtype_name(dtype()),
+              "; requested ", dtype_name(dtype_of<T>::value));
+  return static_cast<T*>(data_ptr());
+}
+
+namespace detail {
+// Contiguous host bytes of t converted to dtype `to` (copies from the GPU when needed).
+std::vector<unsigned char> host_bytes(const Tensor& t, DType to);
+Tensor from_host(const void* data, DType dtype, const Shape& shape, TensorOptions opts);
+}  // namespace detail
+
+template <typename T>
+std::vector<T> Tensor::to_vector() const {
+  auto bytes = detail::host_bytes(*this, dtype_of<T>::value);
+  std::vector<T> out(static_cast<std::size_t>(numel()));
+  if (!out.empty()) std::memcpy(static_cast<void*>(out.data()), bytes.data(), bytes.size());
+  return out;
+}
+
+template <typename T>
+Tensor from_vector(const std::vector<T>& data, const Shape& shape, TensorOptions opts) {
+  static_assert(!std::is_same_v<T, bool>, "std::vector<bool> is packed: use std::vector<uint8_t> with DType::boolean");
+  CIUIC_CHECK(static_cast<std::int64_t>(data.size()) == shape_numel(shape), ShapeError, "from_vector",
+              "got ", data.size(), " values for shape ", shape_str(shape), " (", shape_numel(shape), " elements)");
+  return detail::from_host(data.data(), dtype_of<T>::value, shape, opts);
+}
+
+}  // namespace ciuic

@@ -1,0 +1,95 @@
+// sum, mean and sum_to (the backward of broadcasting). The CPU reference
+// accumulates in f64 whatever the dtype, then rounds once.
+#include "op_util.h"
+
+namespace ciuic {
+
+namespace {
+
+// Output shape of reducing `dims` (sorted, unique) of `shape`.
+Shape reduced_shape(const Shape& shape, const std::vector<std::int64_t>& dims, bool keepdim) {
+  Shape out;
+  std::size_t k = 0;
+  for (std::int64_t d = 0; d < static_cast<std::int64_t>(shape.size()); ++d) {
+    bool reduced = k < dims.size() && dims[k] == d;
+    if (reduced) ++k;
+    if (!reduced) out.push_back(shape[d]);
+    else if (keepdim) out.push_back(1);
+  }
+  return out;
+}
+
+// sum over dims on the CPU; out has keepdim shape internally.
+Tensor sum_cpu(const char* op, const Tensor& a, const std::vector<std::int64_t>& dims, bool keepdim) {
+  Shape kshape = reduced_shape(a.shape(), dims, true);
+  Tensor out = make_tensor(kshape, a.dtype(), a.device());
+  std::vector<double> acc(static_cast<std::size_t>(out.numel()), 0.0);
+  // Output strides seen from the input's index space: 0 along reduced dims.
+  Shape ostr = contiguous_strides(kshape);
+  for (std::int64_t d : dims) ostr[d] = 0;
+  dispatch_dtype(a.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = detail::typed_ptr<T>(a);
+    detail::cpu_for_each<2>(a.shape(), {ostr, a.strides()},
+                            [&](const auto& o) { acc[o[0]] += static_cast<double>(static_cast<acc_t<T>>(pa[o[1]])); });
+    T* po = detail::typed_ptr<T>(out);
+    for (std::size_t i = 0; i < acc.size(); ++i) po[i] = convert<T>(acc[i]);
+  });
+  return keepdim ? out : out.view(reduced_shape(a.shape(), dims, false));
+}
+
+// Gradient of a reduction: g (reduced shape) broadcast back to `shape`.
+Tensor expand_back(const Tensor& g, const Shape& shape, const std::vector<std::int64_t>& dims, bool keepdim) {
+  Tensor gk = keepdim ? g : g.reshape(reduced_shape(shape, dims, true));
+  return gk.expand(shape).contiguous();
+}
+
+}  // namespace
+
+Tensor sum(const Tensor& a, const std::vector<std::int64_t>& dims_in, bool keepdim) {
+  ops::check_defined("sum", {{"input", &a}});
+  ops::require_cpu("sum", {&a});
+  CIUIC_CHECK(a.dtype() != DType::boolean, DTypeError, "sum", "input is ", describe(a),
+              "; expected a numeric dtype (convert bool with .to(DType::i64))");
+  auto dims = ops::wrap_dims("sum", dims_in, a);
+  Tensor out = sum_cpu("sum", a, dims, keepdim);
+  if (needs_grad({&a})) {
+    Shape shape = a.shape();
+    record("sum", {a}, {out}, [shape, dims, keepdim](const GradList& g) {
+      return GradList{expand_back(g[0], shape, dims, keepdim)};
+    });
+  }
+  return out;
+}
+
+Tensor mean(const Tensor& a, const std::vector<std::int64_t>& dims_in, bool keepdim) {
+  ops::check_defined("mean", {{"input", &a}});
+  ops::check_floating("mean", "input", a);
+  auto dims = ops::wrap_dims("mean", dims_in, a);
+  std::int64_t count = 1;
+  for (std::int64_t d : dims) count *= a.shape()[d];
+  Tensor s = sum(a, dims, keepdim);
+  return div(s, static_cast<double>(count));  // count == 0 gives nan, as in NumPy
+}
+
+Tensor sum_to(const Tensor& g, const Shape& shape) {
+  if (g.shape() == shape) return g;
+  const std::int64_t lead = g.dim() - static_cast<std::int64_t>(shape.size());
+  CIUIC_CHECK(lead >= 0, ShapeError, "sum_to", "cannot reduce ", describe(g), " to ", shape_str(shape),
+              "; expected a target with at most as many dims");
+  std::vector<std::int64_t> dims;
+  for (std::int64_t d = 0; d < g.dim(); ++d) {
+    if (d < lead) {
+      dims.push_back(d);
+      continue;
+    }
+    std::int64_t want = shape[d - lead];
+    CIUIC_CHECK(want == g.shape()[d] || want == 1, ShapeError, "sum_to", "cannot reduce ", describe(g), " to ",
+                shape_str(shape), "; expected each target dim to match or be 1");
+    if (want == 1 && g.shape()[d] != 1) dims.push_back(d);
+  }
+  Tensor s = dims.empty() ? g : sum(g, dims, true);
+  return s.reshape(shape);
+}
+
+}  // namespace ciuic
