@@ -84,10 +84,12 @@ TEST_CASE("cuda_check: failures carry the call, place, code and description", "[
   CHECK_THROWS_WITH_ALL([] { CIUIC_CUDA_CHECK(cudaErrorInvalidValue); }(), CudaError,
                         "cudaErrorInvalidValue", "CUDA error 1", "test_cuda_alloc.cpp:",
                         "invalid argument");
-  CHECK(cudaGetLastError() == cudaSuccess);
+  // Without a driver the runtime's initialisation error is sticky: nothing clears it.
+  const bool clearable = cuda_available();
+  if (clearable) CHECK(cudaGetLastError() == cudaSuccess);
   CHECK_THROWS_WITH_ALL([] { CIUIC_CUDA_CHECK(cudaSetDevice(100000)); }(), CudaError,
                         "cudaSetDevice(100000)");
-  CHECK(cudaGetLastError() == cudaSuccess);  // the failure was cleared
+  if (clearable) CHECK(cudaGetLastError() == cudaSuccess);  // the failure was cleared
   CHECK_THROWS_WITH_ALL([] { CIUIC_CUBLAS_CHECK(1); }(), CudaError, "cuBLAS error 1",
                         "CUBLAS_STATUS_NOT_INITIALIZED");
   CHECK_NOTHROW([] { CIUIC_CUBLAS_CHECK(0); }());

@@ -154,7 +154,7 @@ CachingAllocator::~CachingAllocator() {
 void* CachingAllocator::allocate(std::size_t nbytes, StreamHandle stream) {
   if (nbytes == 0) return nullptr;
   std::lock_guard<std::mutex> lock(mutex_);
-  if (nbytes > kMaxRequest) throw_oom(nbytes, nbytes, "more than any backend can hold");
+  if (nbytes > kMaxRequest) throw_oom(nbytes, 0, "more than any backend can hold");
   process_pending(false);
 
   const std::size_t size = round_up(nbytes, kRound);
@@ -366,14 +366,17 @@ void CachingAllocator::process_pending(bool wait) {
   }
 }
 
+// segment_bytes: the segment the backend failed to provide (0: none was tried).
 void CachingAllocator::throw_oom(std::size_t nbytes, std::size_t segment_bytes,
                                  const char* note) const {
+  const std::string segment =
+      segment_bytes == 0 ? "" : ", which needs a new segment of " + format_bytes(segment_bytes);
   const std::string capacity = backend_->capacity();
-  detail::fail<OutOfMemory>(
-      "allocate", "out of memory on ", device_, ": requested ", format_bytes(nbytes), " (", nbytes,
-      " bytes), which needs a new segment of ", format_bytes(segment_bytes), "; allocated ",
-      format_bytes(stats_.allocated_bytes), ", reserved ", format_bytes(stats_.reserved_bytes),
-      capacity.empty() ? "" : ", ", capacity, " (", note, ")");
+  detail::fail<OutOfMemory>("allocate", "out of memory on ", device_, ": requested ",
+                            format_bytes(nbytes), " (", nbytes, " bytes)", segment, "; allocated ",
+                            format_bytes(stats_.allocated_bytes), ", reserved ",
+                            format_bytes(stats_.reserved_bytes), capacity.empty() ? "" : ", ",
+                            capacity, " (", note, ")");
 }
 
 }  // namespace

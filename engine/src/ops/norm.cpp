@@ -1,0 +1,205 @@
+// layer_norm and rms_norm: one tape node each, with a dedicated backward.
+//
+// x is viewed as (M, N): N = numel(normalized_shape) (the trailing dims), M rows.
+// Per row the forward keeps mean (layer_norm only) and rstd = 1 / sqrt(var + eps)
+// in the accumulation type (f32 for f32/f16/bf16, f64 for f64); backward reuses
+// them with x:
+//   xhat = (x - mean) * rstd          (rms_norm: mean = 0, var = mean(x^2))
+//   y    = xhat * w + b
+//   gxhat = gy * w
+//   gx   = rstd * (gxhat - mean_j(gxhat) - xhat * mean_j(gxhat * xhat))   (rms_norm: no mean_j(gxhat) term)
+//   gw   = sum_rows gy * xhat,  gb = sum_rows gy
+// Row sums are accumulated in f64. The backward is a loop, not ops: it gives
+// first-order gradients only (no double backward through these nodes).
+#include <cmath>
+#include <optional>
+
+#include "acc_data.h"
+#include "op_util.h"
+
+namespace ciuic {
+
+namespace {
+
+struct NormDims {
+  std::int64_t rows = 0;  // M
+  std::int64_t cols = 0;  // N
+};
+
+NormDims check_norm_args(const char* op, const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
+                         const Tensor& bias, double eps) {
+  ops::check_defined(op, {{"input", &x}});
+  ops::check_floating(op, "input", x);
+  ops::check_same_device(op, {{"input", &x}, {"weight", &weight}, {"bias", &bias}});
+  ops::check_same_dtype(op, {{"input", &x}, {"weight", &weight}, {"bias", &bias}});
+  const auto k = static_cast<std::int64_t>(normalized_shape.size());
+  CIUIC_CHECK(k > 0, ShapeError, op, "normalized_shape is empty for input ", describe(x),
+              "; expected at least one trailing dim to normalise over");
+  bool match = x.dim() >= k;
+  for (std::int64_t i = 0; match && i < k; ++i) match = x.shape()[x.dim() - k + i] == normalized_shape[i];
+  CIUIC_CHECK(match, ShapeError, op, "normalized_shape ", shape_str(normalized_shape),
+              " does not match the trailing dims of input ", describe(x), "; expected input shape [..., ",
+              shape_str(normalized_shape).substr(1));
+  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"weight", &weight}, {"bias", &bias}}) {
+    CIUIC_CHECK(!t->defined() || t->shape() == normalized_shape, ShapeError, op, "argument '", name, "' is ",
+                describe(*t), "; expected shape normalized_shape ", shape_str(normalized_shape));
+  }
+  CIUIC_CHECK(eps > 0, ValueError, op, "eps = ", eps, "; expected eps > 0");
+  ops::require_cpu(op, {&x, &weight, &bias});
+  NormDims d;
+  d.cols = shape_numel(normalized_shape);
+  d.rows = d.cols == 0 ? 0 : x.numel() / d.cols;
+  return d;
+}
+
+// ---- CPU reference (A = acc_t<T>) ----
+
+template <typename A>
+void norm_rows_forward(bool centered, const A* x, const A* w, const A* b, NormDims d, double eps, A* y, A* mean,
+                       A* rstd) {
+  const std::int64_t n = d.cols;
+  for (std::int64_t r = 0; r < d.rows; ++r) {
+    const A* xr = x + r * n;
+    double mu = 0;
+    if (centered) {
+      for (std::int64_t j = 0; j < n; ++j) mu += static_cast<double>(xr[j]);
+      mu /= static_cast<double>(n);
+    }
+    double var = 0;
+    for (std::int64_t j = 0; j < n; ++j) {
+      double c = static_cast<double>(xr[j]) - mu;
+      var += c * c;
+    }
+    var /= static_cast<double>(n);
+    const A m = static_cast<A>(mu), s = static_cast<A>(1.0 / std::sqrt(var + eps));
+    if (centered) mean[r] = m;
+    rstd[r] = s;
+    A* yr = y + r * n;
+    for (std::int64_t j = 0; j < n; ++j) {
+      A v = (xr[j] - m) * s;
+      if (w) v *= w[j];
+      if (b) v += b[j];
+      yr[j] = v;
+    }
+  }
+}
+
+// gx, gw, gb may be null (not wanted). gw/gb accumulate over rows in f64.
+template <typename A>
+void norm_rows_backward(bool centered, const A* gy, const A* x, const A* w, const A* mean, const A* rstd, NormDims d,
+                        A* gx, A* gw, A* gb) {
+  const std::int64_t n = d.cols;
+  std::vector<double> sw(gw ? n : 0, 0.0), sb(gb ? n : 0, 0.0);
+  for (std::int64_t r = 0; r < d.rows; ++r) {
+    const A* xr = x + r * n;
+    const A* gr = gy + r * n;
+    const A m = centered ? mean[r] : A(0), s = rstd[r];
+    double sum_g = 0, sum_gx = 0;  // sum_j gxhat, sum_j gxhat * xhat
+    for (std::int64_t j = 0; j < n; ++j) {
+      const A xhat = (xr[j] - m) * s;
+      const A gxhat = w ? gr[j] * w[j] : gr[j];
+      sum_g += static_cast<double>(gxhat);
+      sum_gx += static_cast<double>(gxhat) * static_cast<double>(xhat);
+      if (gw) sw[j] += static_cast<double>(gr[j]) * static_cast<double>(xhat);
+      if (gb) sb[j] += static_cast<double>(gr[j]);
+    }
+    if (!gx) continue;
+    const A mg = centered ? static_cast<A>(sum_g / static_cast<double>(n)) : A(0);
+    const A mgx = static_cast<A>(sum_gx / static_cast<double>(n));
+    A* gxr = gx + r * n;
+    for (std::int64_t j = 0; j < n; ++j) {
+      const A xhat = (xr[j] - m) * s;
+      const A gxhat = w ? gr[j] * w[j] : gr[j];
+      gxr[j] = s * (gxhat - mg - xhat * mgx);
+    }
+  }
+  for (std::int64_t j = 0; gw && j < n; ++j) gw[j] = static_cast<A>(sw[j]);
+  for (std::int64_t j = 0; gb && j < n; ++j) gb[j] = static_cast<A>(sb[j]);
+}
+
+struct NormForward {
+  Tensor y, mean, rstd;  // mean undefined for rms_norm
+};
+
+NormForward norm_forward_cpu(const char* op, bool centered, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                             NormDims d, double eps) {
+  NormForward res;
+  dispatch_floating(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    using A = acc_t<T>;
+    ops::AccIn<T> xi(x);
+    std::optional<ops::AccIn<T>> wi, bi;
+    if (weight.defined()) wi.emplace(weight);
+    if (bias.defined()) bi.emplace(bias);
+    ops::AccOut<T> y(x.shape(), x.device());
+    ops::AccOut<A> mean(centered ? Shape{d.rows} : Shape{0}, x.device()), rstd({d.rows}, x.device());
+    norm_rows_forward<A>(centered, xi.data(), wi ? wi->data() : nullptr, bi ? bi->data() : nullptr, d, eps, y.data(),
+                         mean.data(), rstd.data());
+    res.y = y.finish();
+    if (centered) res.mean = mean.finish();
+    res.rstd = rstd.finish();
+  });
+  return res;
+}
+
+// Gradients for (x, weight, bias); each only where its flag is set.
+GradList norm_backward_cpu(const char* op, bool centered, const Tensor& gy, const Tensor& x, const Tensor& weight,
+                           const Tensor& mean, const Tensor& rstd, const Shape& normalized_shape, NormDims d,
+                           bool want_x, bool want_w, bool want_b) {
+  GradList out(3);
+  dispatch_floating(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    using A = acc_t<T>;
+    ops::AccIn<T> gi(gy), xi(x);
+    std::optional<ops::AccIn<T>> wi;
+    if (weight.defined()) wi.emplace(weight);
+    const A* mp = centered ? static_cast<const A*>(mean.data_ptr()) : nullptr;
+    const A* sp = static_cast<const A*>(rstd.data_ptr());
+    std::optional<ops::AccOut<T>> gx, gw, gb;
+    if (want_x) gx.emplace(x.shape(), x.device());
+    if (want_w) gw.emplace(normalized_shape, x.device());
+    if (want_b) gb.emplace(normalized_shape, x.device());
+    norm_rows_backward<A>(centered, gi.data(), xi.data(), wi ? wi->data() : nullptr, mp, sp, d,
+                          gx ? gx->data() : nullptr, gw ? gw->data() : nullptr, gb ? gb->data() : nullptr);
+    if (gx) out[0] = gx->finish();
+    if (gw) out[1] = gw->finish();
+    if (gb) out[2] = gb->finish();
+  });
+  return out;
+}
+
+// The shared op: layer_norm (centered, with bias) and rms_norm.
+Tensor norm_op(const char* op, bool centered, const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
+               const Tensor& bias, double eps) {
+  NormDims d = check_norm_args(op, x, normalized_shape, weight, bias, eps);
+  // A CUDA path goes here: if (x.device().is_cuda()) return cuda forward + backward.
+  NormForward f = norm_forward_cpu(op, centered, x, weight, bias, d, eps);
+  if (!needs_grad({&x, &weight, &bias})) return f.y;
+  const bool want_x = x.requires_grad(), want_w = weight.defined() && weight.requires_grad();
+  const bool want_b = bias.defined() && bias.requires_grad();
+  SavedTensor sx(x), sw(weight);
+  Shape ns = normalized_shape;
+  std::vector<Tensor> inputs{x, weight};
+  if (centered) inputs.push_back(bias);
+  record(op, inputs, {f.y},
+         [=, mean = f.mean, rstd = f.rstd](const GradList& g) {
+           GradList gr = norm_backward_cpu(op, centered, g[0], sx.unpack(op), sw.defined() ? sw.unpack(op) : Tensor(),
+                                           mean, rstd, ns, d, want_x, want_w, want_b);
+           if (!centered) gr.pop_back();
+           return gr;
+         });
+  return f.y;
+}
+
+}  // namespace
+
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
+                  double eps) {
+  return norm_op("layer_norm", true, x, normalized_shape, weight, bias, eps);
+}
+
+Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, double eps) {
+  return norm_op("rms_norm", false, x, normalized_shape, weight, Tensor(), eps);
+}
+
+}  // namespace ciuic
