@@ -11,3 +11,4 @@
 #include "ciuic/stream.h"
 #include "ciuic/tensor.h"
 #include "ciuic/gradcheck.h"
+#include "ciuic/io.h"

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# One call on the GPU machine does every GPU check: configure and build for the card, run every test
+# (the [cuda] ones included), run the [cuda] tests under compute-sanitizer memcheck and racecheck, run the
+# benchmarks and the PyTorch baseline in the same call so ratios come from one card. Full logs go to
+# $OUT (the device tool returns them); a short table is printed last.
+# Prepare first on the development machine: bash bench/prepare_gpu_carry.sh; then run this with
+# carry [".gpu"]. Usage: bash bench/gpu_check.sh [--quick]   (--quick: no sanitizer, no baseline)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu_out}
+mkdir -p "$OUT"
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+export PATH="/usr/local/cuda/bin:$PATH"
+export PKG_CONFIG_PATH="$PWD/.gpu/pkgconfig:${PKG_CONFIG_PATH:-}"
+summary="$OUT/summary.txt"
+: > "$summary"
+BUILD=build-gpu
+JOBS=$(nproc)
+
+step() {  # step NAME CMD...: run, log to $OUT/NAME.log, record status and seconds
+  local name=$1; shift
+  local t0=$(date +%s) st
+  if "$@" > "$OUT/$name.log" 2>&1; then st=PASS; else st="FAIL(rc=$?)"; fi
+  printf '%-22s %-12s %5ss\n' "$name" "$st" "$(( $(date +%s) - t0 ))" | tee -a "$summary"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
+step configure meson setup "$BUILD" --reconfigure -Dgpu_archs=90 -Dbuildtype=release -Dcuda=enabled
+step build ninja -C "$BUILD" -j "$JOBS"
+step tests_all "$BUILD/tests/ciuic_tests" --order decl
+step tests_cuda "$BUILD/tests/ciuic_tests" "[cuda]" --order decl -s
+if [ $quick = 0 ]; then
+  step memcheck compute-sanitizer --tool memcheck --error-exitcode 9 "$BUILD/tests/ciuic_tests" "[cuda]"
+  step racecheck compute-sanitizer --tool racecheck --error-exitcode 9 "$BUILD/tests/ciuic_tests" "[cuda]"
+fi
+for b in "$BUILD"/bench/bench_*; do
+  [ -x "$b" ] || continue
+  step "$(basename "$b")" "$b" --cuda --json "$OUT/bench.jsonl"
+done
+if [ $quick = 0 ] && [ -f .gpu/torch_gpt2.py ]; then
+  RESULTS_DIR="$OUT" step torch_kernels python3 .gpu/torch_gpt2.py kernels
+fi
+
+echo
+echo "==== GPU check on $(head -2 "$OUT/gpu.txt" | tail -1), $(date -u +%Y-%m-%d) ===="
+grep -hE "All tests passed|test cases|assertions|FAILED|ERROR SUMMARY" "$OUT"/tests_*.log "$OUT"/memcheck.log "$OUT"/racecheck.log 2>/dev/null | head -20
+cat "$summary"

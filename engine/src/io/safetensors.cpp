@@ -1,0 +1,543 @@
+// safetensors reader and writer (format summary in ciuic/io.h).
+//
+// Reading validates the whole header against the size of the byte buffer before any
+// tensor bytes are read: each range must hold exactly numel * dtype_size bytes, and the
+// ranges, sorted by offset, must tile the buffer with no overlap, hole or trailing byte.
+// Only then is storage allocated, so a corrupted header cannot trigger a huge allocation
+// or a read past the end.
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <set>
+#include <string>
+
+#include <nlohmann/json.hpp>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ciuic/autograd.h"
+#include "ciuic/io.h"
+
+namespace ciuic {
+
+static_assert(std::endian::native == std::endian::little,
+              "safetensors data is little-endian; a big-endian host needs byte swapping here");
+
+namespace {
+
+using Json = nlohmann::ordered_json;  // keeps the header's key order (ties between empty tensors)
+
+constexpr std::uint64_t kMaxHeaderBytes = 100ull << 20;  // larger headers are refused as corrupt
+constexpr std::size_t kSnippetChars = 80;                // JSON quoted in error messages
+
+struct DTypeCode {
+  const char* code;
+  DType dtype;
+};
+constexpr DTypeCode kCodes[] = {{"F32", DType::f32}, {"F16", DType::f16}, {"BF16", DType::bf16},
+                                {"F64", DType::f64}, {"I32", DType::i32}, {"I64", DType::i64},
+                                {"U8", DType::u8},   {"BOOL", DType::boolean}};
+constexpr const char* kSupportedCodes = "F32, F16, BF16, F64, I32, I64, U8, BOOL";
+// Valid in the format, but without a ciuic dtype.
+constexpr const char* kUnsupportedCodes[] = {"I8",       "I16",    "U16",     "U32",     "U64",    "F8_E4M3",
+                                             "F8_E5M2",  "F8_E8M0", "F4",     "F6_E2M3", "F6_E3M2", "C64"};
+
+const char* code_of(DType t) {
+  for (const auto& c : kCodes)
+    if (c.dtype == t) return c.code;
+  detail::fail<DTypeError>("save_safetensors", "dtype ", static_cast<int>(t), " has no safetensors code");
+}
+
+std::optional<DType> dtype_of_code(const std::string& s) {
+  for (const auto& c : kCodes)
+    if (s == c.code) return c.dtype;
+  return std::nullopt;
+}
+
+bool is_unsupported_code(const std::string& s) {
+  for (const char* c : kUnsupportedCodes)
+    if (s == c) return true;
+  return false;
+}
+
+// One tensor of a validated header.
+struct Entry {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  std::uint64_t begin;  // bytes, relative to the start of the byte buffer
+  std::uint64_t end;
+};
+
+struct Header {
+  std::vector<Entry> entries;  // sorted by (begin, end), then header order
+  Metadata metadata;
+};
+
+// Where bytes come from, for error messages: the operation and the file (or "<memory>").
+struct Context {
+  const char* op;
+  const std::string& source;
+};
+
+template <typename... Args>
+[[noreturn]] void corrupt(const Context& c, Args&&... args) {
+  detail::fail<IOError>(c.op, "'", c.source, "': ", std::forward<Args>(args)...);
+}
+
+std::string snippet(const Json& v) {
+  std::string s = v.dump();
+  if (s.size() > kSnippetChars) s = s.substr(0, kSnippetChars) + "...";
+  return s;
+}
+
+std::optional<std::uint64_t> as_u64(const Json& v) {
+  if (v.is_number_unsigned()) return v.get<std::uint64_t>();
+  if (v.is_number_integer() && v.get<std::int64_t>() >= 0) return static_cast<std::uint64_t>(v.get<std::int64_t>());
+  return std::nullopt;  // negative, fractional, or not a number
+}
+
+std::uint64_t read_le64(const unsigned char* p) {
+  std::uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+// Checks the 8-byte length field against the total size; returns the header length N.
+std::uint64_t check_prefix(const Context& c, const unsigned char* first8, std::uint64_t total) {
+  if (total < 8)
+    corrupt(c, "file is ", total, " bytes; expected at least 8 (the little-endian header length)");
+  std::uint64_t n = read_le64(first8);
+  if (n > kMaxHeaderBytes)
+    corrupt(c, "header length field says ", n, " bytes; expected at most ", kMaxHeaderBytes,
+            " (100 MiB): the file is corrupt or not safetensors");
+  if (n > total - 8)
+    corrupt(c, "header length field says ", n, " bytes but only ", total - 8,
+            " bytes follow it; expected the header to fit in the file (truncated?)");
+  return n;
+}
+
+// Parses JSON, reporting a duplicate key in any object (nlohmann would keep the last).
+Json parse_json(const Context& c, std::string_view text) {
+  std::vector<std::set<std::string>> keys;  // one set per open object
+  std::optional<std::string> duplicate;
+  auto track = [&](int /*depth*/, Json::parse_event_t ev, Json& parsed) {
+    if (ev == Json::parse_event_t::object_start) {
+      keys.emplace_back();
+    } else if (ev == Json::parse_event_t::object_end) {
+      if (!keys.empty()) keys.pop_back();
+    } else if (ev == Json::parse_event_t::key && !keys.empty() && parsed.is_string()) {
+      const auto& k = parsed.get_ref<const std::string&>();
+      if (!keys.back().insert(k).second && !duplicate) duplicate = k;
+    }
+    return true;
+  };
+  Json j;
+  try {
+    j = Json::parse(text.begin(), text.end(), track);
+  } catch (const Json::exception& e) {
+    corrupt(c, "header is not valid JSON (", e.what(), "); expected a JSON object");
+  }
+  if (duplicate) corrupt(c, "header has the key '", *duplicate, "' twice; expected unique names and fields");
+  return j;
+}
+
+Metadata parse_metadata(const Context& c, const Json& v) {
+  if (!v.is_object())
+    corrupt(c, "'", kSafetensorsMetadataKey, "' is ", snippet(v), "; expected an object of string -> string");
+  Metadata m;
+  for (const auto& [k, s] : v.items()) {
+    if (!s.is_string())
+      corrupt(c, "'", kSafetensorsMetadataKey, "' entry '", k, "' is ", snippet(s), "; expected a string");
+    m.emplace(k, s.get<std::string>());
+  }
+  return m;
+}
+
+Entry parse_entry(const Context& c, const std::string& name, const Json& v, std::uint64_t buffer_size) {
+  if (!v.is_object())
+    corrupt(c, "tensor '", name, "': entry is ", snippet(v),
+            "; expected an object with dtype, shape and data_offsets");
+  for (const auto& [k, unused] : v.items()) {
+    (void)unused;
+    if (k != "dtype" && k != "shape" && k != "data_offsets")
+      corrupt(c, "tensor '", name, "': unknown field '", k, "'; expected only dtype, shape and data_offsets");
+  }
+  for (const char* field : {"dtype", "shape", "data_offsets"})
+    if (!v.contains(field)) corrupt(c, "tensor '", name, "': missing field '", field, "'");
+
+  Entry e;
+  e.name = name;
+  const Json& dt = v["dtype"];
+  if (!dt.is_string())
+    corrupt(c, "tensor '", name, "': dtype is ", snippet(dt), "; expected a string, one of ", kSupportedCodes);
+  const auto& code = dt.get_ref<const std::string&>();
+  auto t = dtype_of_code(code);
+  if (!t && is_unsupported_code(code))
+    corrupt(c, "tensor '", name, "': dtype \"", code, "\" is valid safetensors but not supported by ciuic; expected one of ",
+            kSupportedCodes);
+  if (!t) corrupt(c, "tensor '", name, "': unknown dtype \"", code, "\"; expected one of ", kSupportedCodes);
+  e.dtype = *t;
+
+  const Json& sh = v["shape"];
+  if (!sh.is_array()) corrupt(c, "tensor '", name, "': shape is ", snippet(sh), "; expected a list of non-negative integers");
+  std::uint64_t numel = 1;
+  bool overflow = false;
+  for (const auto& d : sh) {
+    auto n = as_u64(d);
+    if (!n || *n > static_cast<std::uint64_t>(INT64_MAX))
+      corrupt(c, "tensor '", name, "': shape ", snippet(sh), " has the dim ", snippet(d),
+              "; expected a list of non-negative integers");
+    e.shape.push_back(static_cast<std::int64_t>(*n));
+    overflow = overflow || __builtin_mul_overflow(numel, *n, &numel);
+  }
+
+  const Json& off = v["data_offsets"];
+  std::optional<std::uint64_t> b, en;
+  if (off.is_array() && off.size() == 2) b = as_u64(off[0]), en = as_u64(off[1]);
+  if (!b || !en)
+    corrupt(c, "tensor '", name, "': data_offsets is ", snippet(off), "; expected [begin, end], non-negative integers");
+  if (*b > *en || *en > buffer_size)
+    corrupt(c, "tensor '", name, "': data_offsets [", *b, ", ", *en, "] out of range; expected begin <= end <= ",
+            buffer_size, " (the size of the byte buffer)");
+  e.begin = *b;
+  e.end = *en;
+
+  std::uint64_t bytes = 0;
+  overflow = overflow || __builtin_mul_overflow(numel, static_cast<std::uint64_t>(dtype_size(e.dtype)), &bytes);
+  if (overflow || bytes != e.end - e.begin)
+    corrupt(c, "tensor '", name, "': data_offsets [", e.begin, ", ", e.end, "] hold ", e.end - e.begin,
+            " bytes; expected ", overflow ? std::string("more than 2^64") : std::to_string(bytes), " for ", code,
+            " shape ", shape_str(e.shape));
+  return e;
+}
+
+// Validates a header against the byte buffer that follows it (buffer_size bytes).
+Header parse_header(const Context& c, std::string_view text, std::uint64_t buffer_size) {
+  Json j = parse_json(c, text);
+  if (!j.is_object()) corrupt(c, "header is a JSON ", j.type_name(), "; expected an object");
+  Header h;
+  for (const auto& [name, v] : j.items()) {
+    if (name == kSafetensorsMetadataKey)
+      h.metadata = parse_metadata(c, v);
+    else
+      h.entries.push_back(parse_entry(c, name, v, buffer_size));
+  }
+  // Stable: empty tensors sharing an offset keep header order.
+  std::stable_sort(h.entries.begin(), h.entries.end(), [](const Entry& a, const Entry& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  std::uint64_t pos = 0;
+  const Entry* prev = nullptr;
+  for (const Entry& e : h.entries) {
+    if (e.begin < pos)
+      corrupt(c, "tensor '", e.name, "': data_offsets [", e.begin, ", ", e.end, "] overlap tensor '", prev->name,
+              "' at [", prev->begin, ", ", prev->end, "]; expected disjoint ranges");
+    if (e.begin > pos)
+      corrupt(c, "bytes [", pos, ", ", e.begin, ") of the byte buffer belong to no tensor (before tensor '", e.name,
+              "'); expected the tensors to cover the buffer without holes");
+    pos = e.end;
+    prev = &e;
+  }
+  if (pos != buffer_size)
+    corrupt(c, "the byte buffer has ", buffer_size, " bytes but the tensors cover only ", pos,
+            "; expected the tensors to cover the buffer exactly");
+  return h;
+}
+
+// Reads every entry through read_at(offset from the start of the buffer, bytes, dst).
+template <typename ReadAt>
+NamedTensors read_tensors(const Context& c, const Header& h, Device device, ReadAt&& read_at) {
+  NamedTensors out;
+  out.reserve(h.entries.size());
+  for (const Entry& e : h.entries) {
+    Tensor t = make_tensor(e.shape, e.dtype, Device::cpu());
+    std::uint64_t n = e.end - e.begin;
+    if (n > 0) read_at(e.begin, static_cast<std::size_t>(n), t.data_ptr());
+    if (e.dtype == DType::boolean) {
+      const auto* p = static_cast<const unsigned char*>(t.data_ptr());
+      for (std::uint64_t i = 0; i < n; ++i)
+        if (p[i] > 1)
+          corrupt(c, "tensor '", e.name, "': BOOL element ", i, " is the byte ", static_cast<int>(p[i]),
+                  "; expected 0 or 1");
+    }
+    out.emplace_back(e.name, device.is_cpu() ? t : t.to(device));
+  }
+  return out;
+}
+
+// ---- files ----
+
+class File {
+ public:
+  File() = default;
+  explicit File(std::FILE* f) : f_(f) {}
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+  ~File() { close(); }
+  void reset(std::FILE* f) {
+    close();
+    f_ = f;
+  }
+  std::FILE* get() const { return f_; }
+  int close() {  // 0 on success; errno holds the reason otherwise
+    std::FILE* f = f_;
+    f_ = nullptr;
+    return f ? std::fclose(f) : 0;
+  }
+
+ private:
+  std::FILE* f_ = nullptr;
+};
+
+struct OpenFile {
+  File file;
+  std::uint64_t size = 0;
+};
+
+std::string errno_str(int err) { return std::strerror(err); }
+
+void open_for_read(const Context& c, OpenFile& of) {
+  std::FILE* f = std::fopen(c.source.c_str(), "rb");
+  if (!f) detail::fail<IOError>(c.op, "cannot open '", c.source, "': ", errno_str(errno));
+  of.file.reset(f);
+  struct stat st {};
+  if (fstat(fileno(f), &st) != 0) detail::fail<IOError>(c.op, "cannot stat '", c.source, "': ", errno_str(errno));
+  if (!S_ISREG(st.st_mode)) detail::fail<IOError>(c.op, "'", c.source, "' is not a regular file");
+  of.size = static_cast<std::uint64_t>(st.st_size);
+}
+
+void read_exact(const Context& c, std::FILE* f, std::uint64_t offset, std::size_t n, void* dst, const char* what) {
+  if (fseeko(f, static_cast<off_t>(offset), SEEK_SET) != 0)
+    detail::fail<IOError>(c.op, "'", c.source, "': cannot seek to byte ", offset, " (", what, "): ", errno_str(errno));
+  std::size_t got = std::fread(dst, 1, n, f);
+  if (got != n) {
+    if (std::ferror(f))
+      detail::fail<IOError>(c.op, "'", c.source, "': read error at byte ", offset, " (", what, "): ", errno_str(errno));
+    corrupt(c, "file ended after ", offset + got, " bytes while reading ", what, "; expected ", n,
+            " bytes there (was the file changed while loading?)");
+  }
+}
+
+struct FileHeader {
+  Header header;
+  std::uint64_t data_start;  // file offset of the byte buffer
+};
+
+FileHeader read_file_header(const Context& c, std::FILE* f, std::uint64_t size) {
+  unsigned char first8[8] = {};
+  if (size >= 8) read_exact(c, f, 0, 8, first8, "the header length");
+  std::uint64_t n = check_prefix(c, first8, size);
+  std::string text(static_cast<std::size_t>(n), '\0');
+  if (n > 0) read_exact(c, f, 8, text.size(), text.data(), "the header");
+  return {parse_header(c, text, size - 8 - n), 8 + n};
+}
+
+// Validates the names and returns the length field and the padded JSON header.
+std::string encode_header(const char* op, const NamedTensors& tensors, const Metadata& metadata) {
+  std::set<std::string_view> seen;
+  for (const auto& [name, t] : tensors) {
+    CIUIC_CHECK(t.defined(), ValueError, op, "tensor '", name, "' is undefined; expected a defined tensor");
+    CIUIC_CHECK(name != kSafetensorsMetadataKey, ValueError, op, "the name '", name,
+                "' is reserved for metadata; expected another tensor name");
+    CIUIC_CHECK(seen.insert(name).second, ValueError, op, "the name '", name,
+                "' appears twice; expected unique tensor names");
+  }
+  Json header = Json::object();
+  if (!metadata.empty()) {
+    Json m = Json::object();
+    for (const auto& [k, v] : metadata) m[k] = v;
+    header[kSafetensorsMetadataKey] = std::move(m);
+  }
+  std::uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    std::uint64_t bytes = static_cast<std::uint64_t>(t.numel()) * t.element_size();
+    Json entry = Json::object();
+    entry["dtype"] = code_of(t.dtype());
+    entry["shape"] = t.shape();
+    entry["data_offsets"] = {offset, offset + bytes};
+    header[name] = std::move(entry);
+    offset += bytes;
+  }
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const Json::exception& e) {  // invalid UTF-8 in a name or metadata string
+    detail::fail<ValueError>(op, "cannot encode the header (", e.what(),
+                             "); expected tensor names and metadata to be valid UTF-8");
+  }
+  text.append((8 - text.size() % 8) % 8, ' ');  // 8 + N stays a multiple of 8
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(static_cast<std::uint64_t>(text.size()) >> (8 * i));
+  return out + text;
+}
+
+// The byte buffer, one tensor at a time: sink(const void*, size_t) receives it in order.
+template <typename Sink>
+void write_data(const NamedTensors& tensors, Sink&& sink) {
+  for (const auto& [name, t] : tensors) {
+    if (t.numel() == 0) continue;
+    std::vector<unsigned char> bytes = detail::host_bytes(t, t.dtype());
+    if (t.dtype() == DType::boolean)
+      for (auto& b : bytes) b = b != 0;
+    sink(bytes.data(), bytes.size());
+  }
+}
+
+// A temporary file next to the final path; removed unless committed.
+class TempFile {
+ public:
+  TempFile(const char* op, const std::string& final_path) : op_(op), final_(final_path) {
+    static std::atomic<std::uint64_t> counter{0};
+    path_ = final_ + ".tmp." + std::to_string(static_cast<long>(getpid())) + "." + std::to_string(counter++);
+    std::FILE* f = std::fopen(path_.c_str(), "wbx");
+    if (!f)
+      detail::fail<IOError>(op_, "cannot create the temporary file '", path_, "' to save '", final_, "': ",
+                            errno_str(errno));
+    file_.reset(f);
+    created_ = true;
+  }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  ~TempFile() {
+    if (created_ && !committed_) {
+      file_.close();
+      std::remove(path_.c_str());
+    }
+  }
+
+  void write(const void* p, std::size_t n) {
+    if (n > 0 && std::fwrite(p, 1, n, file_.get()) != n)
+      detail::fail<IOError>(op_, "cannot write '", path_, "' (saving '", final_, "'): ", errno_str(errno));
+  }
+
+  // Flushes to disk and renames over the final path.
+  void commit() {
+    if (std::fflush(file_.get()) != 0 || fsync(fileno(file_.get())) != 0)
+      detail::fail<IOError>(op_, "cannot flush '", path_, "' (saving '", final_, "'): ", errno_str(errno));
+    if (file_.close() != 0)
+      detail::fail<IOError>(op_, "cannot close '", path_, "' (saving '", final_, "'): ", errno_str(errno));
+    if (std::rename(path_.c_str(), final_.c_str()) != 0)
+      detail::fail<IOError>(op_, "cannot rename '", path_, "' to '", final_, "': ", errno_str(errno));
+    committed_ = true;
+  }
+
+ private:
+  const char* op_;
+  std::string final_;
+  std::string path_;
+  File file_;
+  bool created_ = false;
+  bool committed_ = false;
+};
+
+}  // namespace
+
+// ---- public API ----
+
+std::string serialize_safetensors(const NamedTensors& tensors, const Metadata& metadata) {
+  std::string out = encode_header("serialize_safetensors", tensors, metadata);
+  write_data(tensors, [&](const void* p, std::size_t n) { out.append(static_cast<const char*>(p), n); });
+  return out;
+}
+
+void save_safetensors(const std::string& path, const NamedTensors& tensors, const Metadata& metadata) {
+  const char* op = "save_safetensors";
+  std::string header = encode_header(op, tensors, metadata);  // rejects bad arguments before touching the disk
+  TempFile tmp(op, path);
+  tmp.write(header.data(), header.size());
+  write_data(tensors, [&](const void* p, std::size_t n) { tmp.write(p, n); });
+  tmp.commit();
+}
+
+NamedTensors deserialize_safetensors(std::string_view bytes, Device device, const std::string& source) {
+  Context c{"deserialize_safetensors", source};
+  check_device_usable(device, c.op);
+  const auto* base = reinterpret_cast<const unsigned char*>(bytes.data());
+  std::uint64_t n = check_prefix(c, base, bytes.size());
+  std::uint64_t data_start = 8 + n;
+  Header h = parse_header(c, bytes.substr(8, n), bytes.size() - data_start);
+  return read_tensors(c, h, device, [&](std::uint64_t off, std::size_t len, void* dst) {
+    std::memcpy(dst, base + data_start + off, len);  // parse_header checked off + len <= buffer size
+  });
+}
+
+Metadata deserialize_safetensors_metadata(std::string_view bytes, const std::string& source) {
+  Context c{"deserialize_safetensors_metadata", source};
+  const auto* base = reinterpret_cast<const unsigned char*>(bytes.data());
+  std::uint64_t n = check_prefix(c, base, bytes.size());
+  return parse_header(c, bytes.substr(8, n), bytes.size() - 8 - n).metadata;
+}
+
+NamedTensors load_safetensors(const std::string& path, Device device) {
+  Context c{"load_safetensors", path};
+  check_device_usable(device, c.op);
+  OpenFile of;
+  open_for_read(c, of);
+  FileHeader fh = read_file_header(c, of.file.get(), of.size);
+  return read_tensors(c, fh.header, device, [&](std::uint64_t off, std::size_t len, void* dst) {
+    read_exact(c, of.file.get(), fh.data_start + off, len, dst, "tensor data");
+  });
+}
+
+Metadata load_safetensors_metadata(const std::string& path) {
+  Context c{"load_safetensors_metadata", path};
+  OpenFile of;
+  open_for_read(c, of);
+  return read_file_header(c, of.file.get(), of.size).header.metadata;
+}
+
+void save_state_dict(const std::string& path, const NamedTensors& state, const Metadata& metadata) {
+  save_safetensors(path, state, metadata);
+}
+
+StateDictMismatch load_state_dict(const std::string& path, const NamedTensors& state, bool strict) {
+  const char* op = "load_state_dict";
+  NamedTensors loaded = load_safetensors(path);
+  std::map<std::string_view, const Tensor*> in_file;
+  for (const auto& [name, t] : loaded) in_file.emplace(name, &t);
+  std::map<std::string_view, const Tensor*> in_state;
+  for (const auto& [name, t] : state) {
+    CIUIC_CHECK(t.defined(), ValueError, op, "state tensor '", name, "' is undefined; expected defined tensors");
+    CIUIC_CHECK(in_state.emplace(name, &t).second, ValueError, op, "the state has the name '", name,
+                "' twice; expected unique names");
+  }
+
+  StateDictMismatch r;
+  for (const auto& [name, t] : state)
+    if (!in_file.count(name)) r.missing.push_back(name);
+  for (const auto& [name, t] : loaded)
+    if (!in_state.count(name)) r.unexpected.push_back(name);
+  if (strict && (!r.missing.empty() || !r.unexpected.empty())) {
+    auto join = [](const std::vector<std::string>& v) {
+      std::string s;
+      for (std::size_t i = 0; i < v.size() && i < 20; ++i) s += (i ? ", " : "") + ("'" + v[i] + "'");
+      if (v.size() > 20) s += ", ... (" + std::to_string(v.size()) + " in all)";
+      return s.empty() ? std::string("none") : s;
+    };
+    detail::fail<ValueError>(op, "'", path, "' does not match the state: missing from the file: ", join(r.missing),
+                             "; not in the state: ", join(r.unexpected),
+                             "; expected the same names (or strict = false)");
+  }
+  // Check every shape before copying anything.
+  for (const auto& [name, t] : state) {
+    auto it = in_file.find(name);
+    if (it == in_file.end()) continue;
+    CIUIC_CHECK(it->second->shape() == t.shape(), ShapeError, op, "'", path, "': tensor '", name, "' is ",
+                describe(*it->second), " in the file but ", describe(t), " in the state; expected equal shapes");
+  }
+  NoGradGuard no_grad;
+  for (const auto& [name, t] : state) {
+    auto it = in_file.find(name);
+    if (it == in_file.end()) continue;
+    Tensor dst = t;  // a handle onto the state's storage
+    dst.copy_(*it->second);
+  }
+  return r;
+}
+
+}  // namespace ciuic

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# ciuic's entry point on a fresh Debian or Ubuntu machine, with or without the CUDA toolkit.
+#   ./run.sh demo              build, then train the demo model (the main job)
+#   ./run.sh test              build, then run every test (CUDA tests skip without a GPU)
+#   ./run.sh bench NAME [ARGS] build, then run the benchmark binary bench/NAME
+#   ./run.sh build             configure and build only
+# Environment: BUILD_DIR (default build), MESON_ARGS (extra `meson setup` arguments, e.g. -Dcuda=disabled).
+set -euo pipefail
+cd "$(dirname "$0")"
+BUILD_DIR=${BUILD_DIR:-build}
+
+log() { printf '[run.sh] %s\n' "$*"; }
+
+# nvcc lives outside PATH in a default toolkit install.
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH="/usr/local/cuda/bin:$PATH"
+fi
+
+# Debian package -> a command or file proving it is installed.
+missing_packages() {
+  local missing=()
+  command -v meson >/dev/null 2>&1 || missing+=(meson)
+  command -v ninja >/dev/null 2>&1 || missing+=(ninja-build)
+  command -v g++ >/dev/null 2>&1 || missing+=(g++)
+  command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+  [ -f /usr/include/catch2/catch.hpp ] || pkg-config --exists catch2 2>/dev/null || missing+=(catch2)
+  [ -f /usr/include/nlohmann/json.hpp ] || pkg-config --exists nlohmann_json 2>/dev/null || missing+=(nlohmann-json3-dev)
+  pkg-config --exists openblas 2>/dev/null || missing+=(libopenblas-dev)
+  echo "${missing[@]:-}"
+}
+
+ensure_dependencies() {
+  local missing
+  missing=$(missing_packages)
+  [ -z "$missing" ] && return 0
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; else
+      log "missing packages: $missing"
+      log "install them with: sudo apt-get update && sudo apt-get install -y $missing"
+      exit 1
+    fi
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    log "missing packages: $missing (Debian names); no apt-get here: install their equivalents and rerun"
+    exit 1
+  fi
+  log "installing: $missing"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+}
+
+configure_and_build() {
+  ensure_dependencies
+  if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+    # shellcheck disable=SC2086
+    meson setup "$BUILD_DIR" ${MESON_ARGS:-}
+  fi
+  meson compile -C "$BUILD_DIR"
+}
+
+cmd=${1:-help}
+shift || true
+case "$cmd" in
+  build)
+    configure_and_build ;;
+  test)
+    configure_and_build
+    status=0
+    meson test -C "$BUILD_DIR" --print-errorlogs "$@" || status=$?
+    # Catch2's own summary line: how many test cases and assertions ran.
+    grep -hE "All tests passed|test cases:|assertions:" "$BUILD_DIR"/meson-logs/testlog.txt | sed 's/^/[catch2] /' || true
+    exit $status ;;
+  demo)
+    configure_and_build
+    exec "$BUILD_DIR/models/demo" "$@" ;;
+  bench)
+    [ $# -ge 1 ] || { log "usage: ./run.sh bench NAME [ARGS]; available: $(ls bench/*.cpp 2>/dev/null | xargs -n1 basename | sed 's/\.cpp$//' | tr '\n' ' ')"; exit 2; }
+    name=$1; shift
+    configure_and_build
+    exec "$BUILD_DIR/bench/$name" "$@" ;;
+  *)
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    [ "$cmd" = help ] || exit 2 ;;
+esac
