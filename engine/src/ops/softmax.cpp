@@ -1,0 +1,140 @@
+// softmax and log_softmax along one dim. The CPU reference views the contiguous
+// input as (outer, n, inner) with the softmax dim in the middle and runs over n
+// for all `inner` columns at once (row-major friendly for any dim). It subtracts
+// the max first, computing in acc_t<T> (f32 for f16/bf16).
+//
+// A row that is entirely -inf gives nan (max - max = -inf - -inf), as in PyTorch;
+// a nan anywhere in a row makes the whole row nan.
+//
+// The backward is one dedicated pass, not a composition of ops:
+//   softmax:     gx = y * (g - sum_n(g * y))
+//   log_softmax: gx = g - exp(y) * sum_n(g)
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "op_util.h"
+
+namespace ciuic {
+
+namespace {
+
+struct Rows {
+  std::int64_t outer = 1, n = 1, inner = 1;
+};
+
+Rows rows_of(const Shape& shape, std::int64_t d) {
+  Rows r;
+  if (shape.empty()) return r;
+  r.outer = 1;
+  r.inner = 1;
+  for (std::int64_t i = 0; i < d; ++i) r.outer *= shape[i];
+  for (std::size_t i = d + 1; i < shape.size(); ++i) r.inner *= shape[i];
+  r.n = shape[d];
+  return r;
+}
+
+template <typename T, bool Log>
+void softmax_forward(const T* x, T* y, Rows r) {
+  using A = acc_t<T>;
+  const std::size_t inner = static_cast<std::size_t>(r.inner);
+  std::vector<A> mx(inner), sum(inner);
+  for (std::int64_t o = 0; o < r.outer; ++o) {
+    const T* xo = x + o * r.n * r.inner;
+    T* yo = y + o * r.n * r.inner;
+    std::fill(mx.begin(), mx.end(), -std::numeric_limits<A>::infinity());
+    std::fill(sum.begin(), sum.end(), A(0));
+    for (std::int64_t j = 0; j < r.n; ++j)
+      for (std::size_t i = 0; i < inner; ++i) {
+        A v = static_cast<A>(xo[j * r.inner + i]);
+        if (v > mx[i]) mx[i] = v;
+      }
+    for (std::int64_t j = 0; j < r.n; ++j)
+      for (std::size_t i = 0; i < inner; ++i) {
+        A e = std::exp(static_cast<A>(xo[j * r.inner + i]) - mx[i]);
+        sum[i] += e;
+        if constexpr (!Log && std::is_same_v<T, A>) yo[j * r.inner + i] = e;  // rescaled below
+      }
+    if constexpr (Log) {
+      for (std::size_t i = 0; i < inner; ++i) sum[i] = mx[i] + std::log(sum[i]);  // log-sum-exp
+      for (std::int64_t j = 0; j < r.n; ++j)
+        for (std::size_t i = 0; i < inner; ++i)
+          yo[j * r.inner + i] = convert<T>(static_cast<A>(xo[j * r.inner + i]) - sum[i]);
+    } else {
+      for (std::size_t i = 0; i < inner; ++i) sum[i] = A(1) / sum[i];
+      for (std::int64_t j = 0; j < r.n; ++j)
+        for (std::size_t i = 0; i < inner; ++i) {
+          const std::int64_t k = j * r.inner + i;
+          if constexpr (std::is_same_v<T, A>) yo[k] *= sum[i];
+          else yo[k] = convert<T>(std::exp(static_cast<A>(xo[k]) - mx[i]) * sum[i]);
+        }
+    }
+  }
+}
+
+template <typename T, bool Log>
+void softmax_backward(const T* g, const T* y, T* gx, Rows r) {
+  using A = acc_t<T>;
+  const std::size_t inner = static_cast<std::size_t>(r.inner);
+  std::vector<A> dot(inner);
+  for (std::int64_t o = 0; o < r.outer; ++o) {
+    const std::int64_t base = o * r.n * r.inner;
+    std::fill(dot.begin(), dot.end(), A(0));
+    for (std::int64_t j = 0; j < r.n; ++j)
+      for (std::size_t i = 0; i < inner; ++i) {
+        const std::int64_t k = base + j * r.inner + i;
+        if constexpr (Log) dot[i] += static_cast<A>(g[k]);
+        else dot[i] += static_cast<A>(g[k]) * static_cast<A>(y[k]);
+      }
+    for (std::int64_t j = 0; j < r.n; ++j)
+      for (std::size_t i = 0; i < inner; ++i) {
+        const std::int64_t k = base + j * r.inner + i;
+        A gk = static_cast<A>(g[k]), yk = static_cast<A>(y[k]);
+        if constexpr (Log) gx[k] = convert<T>(gk - std::exp(yk) * dot[i]);
+        else gx[k] = convert<T>(yk * (gk - dot[i]));
+      }
+  }
+}
+
+// dL/dx from g = dL/dy and the saved output y (same shape), along dim d.
+template <bool Log>
+Tensor softmax_grad(const char* op, const Tensor& g, const Tensor& y, std::int64_t d) {
+  ops::require_cpu(op, {&g, &y});
+  Tensor gc = g.contiguous(), yc = y.contiguous();
+  Tensor gx = make_tensor(y.shape(), y.dtype(), y.device());
+  dispatch_floating(y.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    softmax_backward<T, Log>(detail::typed_ptr<T>(gc), detail::typed_ptr<T>(yc), detail::typed_ptr<T>(gx),
+                             rows_of(y.shape(), d));
+  });
+  return gx;
+}
+
+template <bool Log>
+Tensor softmax_impl(const char* op, const Tensor& a, std::int64_t dim) {
+  ops::check_defined(op, {{"input", &a}});
+  ops::check_floating(op, "input", a);
+  ops::require_cpu(op, {&a});
+  const std::int64_t d = ops::wrap_dim(op, dim, a);
+  Tensor ac = a.detach().contiguous();
+  Tensor out = make_tensor(a.shape(), a.dtype(), a.device());
+  dispatch_floating(a.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    softmax_forward<T, Log>(detail::typed_ptr<T>(ac), detail::typed_ptr<T>(out), rows_of(a.shape(), d));
+  });
+  if (needs_grad({&a})) {
+    SavedTensor so(out);
+    record(op, {a}, {out}, [so, d, op](const GradList& g) {
+      return GradList{softmax_grad<Log>(op, g[0], so.unpack(op), d)};
+    });
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor softmax(const Tensor& a, std::int64_t dim) { return softmax_impl<false>("softmax", a, dim); }
+Tensor log_softmax(const Tensor& a, std::int64_t dim) { return softmax_impl<true>("log_softmax", a, dim); }
+
+}  // namespace ciuic
