@@ -222,7 +222,7 @@ TEST_CASE("safetensors: corrupted inputs are IOErrors naming what was expected",
 
   // Too short for the length field; length beyond the file or absurd.
   CHECK_THROWS_WITH_ALL(load(""), IOError, "deserialize_safetensors", "'bad.st'", "0 bytes", "at least 8");
-  CHECK_THROWS_WITH_ALL(load("\x10\0\0\0\0\0\0"), IOError, "7 bytes", "at least 8");
+  CHECK_THROWS_WITH_ALL(load(std::string(7, '\x10')), IOError, "7 bytes", "at least 8");
   CHECK_THROWS_WITH_ALL(load(le64(1000) + "{}"), IOError, "1000", "only 2 bytes follow", "truncated");
   CHECK_THROWS_WITH_ALL(load(le64(200ull << 20) + std::string(64, ' ')), IOError, "100 MiB");
   CHECK_THROWS_WITH_ALL(load(le64(~0ull) + "{}"), IOError, "100 MiB");

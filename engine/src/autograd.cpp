@@ -45,19 +45,37 @@ static AutogradMeta& meta(const Tensor& t) {
   return *m;
 }
 
+namespace {
+thread_local std::vector<Tensor>* t_tracker = nullptr;
+
+bool note(const Tensor& t) {
+  if (!t.defined() || !t.requires_grad()) return false;
+  if (!t_tracker) return true;
+  for (const Tensor& seen : *t_tracker)
+    if (seen.same(t)) return false;
+  t_tracker->push_back(t);
+  return false;  // tracking: nothing is recorded
+}
+}  // namespace
+
 bool needs_grad(std::initializer_list<const Tensor*> inputs) {
   if (!t_grad_enabled) return false;
+  bool any = false;
   for (const Tensor* t : inputs)
-    if (t && t->defined() && t->requires_grad()) return true;
-  return false;
+    if (t) any = note(*t) || any;
+  return any;
 }
 
 bool needs_grad(const std::vector<Tensor>& inputs) {
   if (!t_grad_enabled) return false;
-  for (const Tensor& t : inputs)
-    if (t.defined() && t.requires_grad()) return true;
-  return false;
+  bool any = false;
+  for (const Tensor& t : inputs) any = note(t) || any;
+  return any;
 }
+
+GradTracker::GradTracker(std::vector<Tensor>* seen) : previous_(t_tracker) { t_tracker = seen; }
+GradTracker::~GradTracker() { t_tracker = previous_; }
+bool grad_tracking() { return t_tracker != nullptr; }
 
 static OutputMeta output_meta(const Tensor& t) { return {t.shape(), t.dtype(), t.device()}; }
 
@@ -129,6 +147,7 @@ class GraphTask {
         CIUIC_CHECK(e.node, AutogradError, "grad", "input ", i, " (", describe((*capture)[i]),
                     ") does not require grad; expected every input to take part in the graph");
         capture_[{e.node.get(), e.output_nr}] = i;
+        endpoints_.insert(e.node.get());
       }
       captured_.resize(capture->size());
     }
@@ -195,6 +214,7 @@ class GraphTask {
     while (!stack.empty()) {
       Node* n = stack.back();
       stack.pop_back();
+      if (endpoints_.count(n)) continue;  // grad(): inputs end the walk
       for (const Edge& e : n->next) {
         if (!e.node) continue;
         ++deps_[e.node.get()];
@@ -226,6 +246,7 @@ class GraphTask {
       accumulate(node, grads[0]);
       return;
     }
+    if (endpoints_.count(&node)) return;  // grad(): never run past an input (it may belong to an outer graph)
     CIUIC_CHECK(!node.released, AutogradError, node.name.c_str(),
                 "backward through this op a second time, but its saved tensors were freed by the first "
                 "backward; expected backward(..., retain_graph=true) on the first call");
@@ -275,6 +296,7 @@ class GraphTask {
   bool retain_;
   bool capturing_ = false;
   std::unordered_map<EdgeKey, std::size_t, EdgeHash> capture_;
+  std::unordered_set<Node*> endpoints_;
   std::vector<Tensor> captured_;
   std::unordered_map<Node*, GradList> buffers_;
   std::unordered_map<Node*, int> deps_;

@@ -105,6 +105,20 @@ class SavedTensor {
 // True when grad mode is on and any input requires grad.
 bool needs_grad(std::initializer_list<const Tensor*> inputs);
 bool needs_grad(const std::vector<Tensor>& inputs);
+// While alive, ops record nothing; instead every tensor that requires grad and
+// reaches needs_grad() is appended (once) to *seen. A checkpoint segment's forward
+// runs under it to learn which outside tensors (parameters, captured activations)
+// its function uses, without saving anything for backward.
+class GradTracker {
+ public:
+  explicit GradTracker(std::vector<Tensor>* seen);
+  ~GradTracker();
+  GradTracker(const GradTracker&) = delete;
+  GradTracker& operator=(const GradTracker&) = delete;
+ private:
+  std::vector<Tensor>* previous_;
+};
+bool grad_tracking();
 // The edge that a gradient for t should follow (null node when t needs none).
 Edge gradient_edge(const Tensor& t);
 // Records a node for op `name` with edges to `inputs` and makes it the grad_fn of `outputs`.

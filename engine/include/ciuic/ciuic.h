@@ -11,4 +11,7 @@
 #include "ciuic/stream.h"
 #include "ciuic/tensor.h"
 #include "ciuic/gradcheck.h"
+#include "ciuic/nn.h"
+#include "ciuic/optim.h"
 #include "ciuic/io.h"
+#include "ciuic/checkpoint.h"

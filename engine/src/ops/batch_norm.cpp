@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "op_util.h"
+#include "ciuic/checkpoint.h"
 
 namespace ciuic {
 
@@ -211,9 +212,12 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
       if (bias.defined()) st.b[c] = at<T>(bias, c);
     }
     NoGradGuard no_grad;  // the running stats update is not part of the graph
-    forward_cpu<T>(L, x, y, st, running_mean, running_var, training, momentum, eps);
+    // A checkpoint recomputation replays a forward that already moved the running stats:
+    // training normalises with batch statistics, so leaving them out changes only the update.
+    const bool replay = training && checkpoint_recomputing();
+    forward_cpu<T>(L, x, y, st, replay ? Tensor() : running_mean, replay ? Tensor() : running_var, training, momentum, eps);
   });
-  if (training && running_mean.defined()) {
+  if (training && running_mean.defined() && !checkpoint_recomputing()) {
     running_mean.bump_version();
     running_var.bump_version();
   }

@@ -3,6 +3,7 @@
 // once; max compares in acc_t<T> and treats nan as larger than everything, so a
 // nan propagates and its (first) index is returned, as in PyTorch.
 #include <cmath>
+#include <memory>
 #include <tuple>
 
 #include "op_util.h"
@@ -60,7 +61,7 @@ std::pair<Tensor, Tensor> max_dim_cpu(const char* op, const Tensor& a, std::int6
     const T* pa = detail::typed_ptr<T>(ac);
     T* pv = detail::typed_ptr<T>(values);
     std::int64_t* pi = detail::typed_ptr<std::int64_t>(indices);
-    std::vector<A> best(static_cast<std::size_t>(inner));
+    std::unique_ptr<A[]> best(new A[static_cast<std::size_t>(inner)]);  // not vector: A may be bool
     for (std::int64_t o = 0; o < outer; ++o) {
       const T* base = pa + o * n * inner;
       std::int64_t* io = pi + o * inner;

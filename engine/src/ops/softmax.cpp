@@ -9,6 +9,7 @@
 // The backward is one dedicated pass, not a composition of ops:
 //   softmax:     gx = y * (g - sum_n(g * y))
 //   log_softmax: gx = g - exp(y) * sum_n(g)
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <type_traits>

@@ -1,0 +1,236 @@
+// Optimizers (SGD, AdamW), the cosine learning-rate schedule with warm-up, and
+// gradient-norm clipping.
+//
+//   optim::AdamW opt(model->parameters(), optim::AdamWOptions(3e-4).weight_decay(0.1));
+//   opt.add_param_group(head->parameters()).lr = 1e-3;   // a second group: defaults, then overrides
+//   optim::CosineWithWarmup sched(opt, 100, 10000, 0.1);
+//   for (...) {
+//     opt.zero_grad();
+//     loss.backward();
+//     optim::clip_grad_norm_(model->parameters(), 1.0);
+//     opt.step();
+//     sched.step();
+//   }
+//
+// step() runs under NoGradGuard and writes every parameter in place
+// (p.copy_(...)): the parameter tensors stay the same objects, so modules keep
+// their handles. Parameters whose .grad is undefined are skipped (their step
+// count does not advance). Parameters may be f32 or f64; state tensors have the
+// parameter's dtype and device. Updates are written with tensor ops, so they run
+// wherever those ops run.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ciuic/nn/ordered_dict.h"
+#include "ciuic/tensor.h"
+
+namespace ciuic::optim {
+
+// A set of parameters and the hyperparameters they are updated with. Each
+// optimizer reads the fields its documentation lists and ignores the rest.
+// Changing a field (lr by a schedule, say) takes effect at the next step.
+struct ParamGroup {
+  std::vector<Tensor> params;
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+  double momentum = 0.0;    // SGD
+  double dampening = 0.0;   // SGD
+  bool nesterov = false;    // SGD
+  double beta1 = 0.9;       // AdamW
+  double beta2 = 0.999;     // AdamW
+  double eps = 1e-8;        // AdamW
+  bool amsgrad = false;     // AdamW
+};
+
+// What an optimizer keeps for one parameter.
+struct ParamState {
+  std::int64_t step = 0;              // updates applied to this parameter
+  nn::OrderedDict<Tensor> buffers;    // by name ("momentum_buffer", "exp_avg", ...); the parameter's shape
+};
+
+// An optimizer's state by group and parameter index (the order of
+// param_groups() and of each group's params), plus each group's hyperparameters.
+struct OptimizerStateDict {
+  struct Group {
+    nn::OrderedDict<double> hyperparameters;  // "lr", ...; booleans as 0 / 1
+    std::vector<ParamState> params;           // one per parameter of the group
+  };
+  std::string optimizer;  // "SGD", "AdamW": load_state_dict checks it
+  std::vector<Group> groups;
+};
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
+
+  const std::string& name() const { return name_; }
+  std::vector<ParamGroup>& param_groups() { return groups_; }
+  const std::vector<ParamGroup>& param_groups() const { return groups_; }
+
+  // Adds a group with this optimizer's construction-time hyperparameters and
+  // returns it for adjustment (effective from the next step).
+  ParamGroup& add_param_group(std::vector<Tensor> params);
+  // Adds a group with its hyperparameters as given (checked like the constructor's).
+  ParamGroup& add_param_group(ParamGroup group);
+
+  // Drops the .grad of every parameter.
+  void zero_grad();
+  // One update of every parameter that has a gradient.
+  virtual void step() = 0;
+
+  // The state of parameter `index` of group `group` (step 0 and no buffers before its first update).
+  const ParamState& state(std::size_t group, std::size_t index) const;
+
+  // Handles to the current state tensors (the steps here replace state tensors
+  // rather than write into them, but clone() for a snapshot that is safe either way).
+  OptimizerStateDict state_dict() const;
+  // Restores state and hyperparameters (state tensors are copied, converted to
+  // each parameter's dtype and device). Checks everything first: ValueError for
+  // another optimizer's dict, a different number of groups or of parameters in
+  // a group, missing or unknown hyperparameters or buffer names; ShapeError for
+  // a buffer whose shape is not its parameter's.
+  void load_state_dict(const OptimizerStateDict& dict);
+
+ protected:
+  Optimizer(std::string name, ParamGroup defaults);
+
+  // The ParamGroup fields this optimizer reads, in state-dict order.
+  virtual std::vector<std::string> hyperparameter_names() const = 0;
+  // The buffer names its ParamState may hold.
+  virtual std::vector<std::string> buffer_names() const = 0;
+  // ValueError for hyperparameters out of range.
+  virtual void check_group(const ParamGroup& g) const = 0;
+
+  // The state of (group, index), created on first use (the groups may have grown).
+  ParamState& state_for(std::size_t group, std::size_t index);
+
+ private:
+  void check_params(const std::vector<Tensor>& params, std::size_t new_group) const;
+
+  std::string name_;
+  ParamGroup defaults_;
+  std::vector<ParamGroup> groups_;
+  std::vector<std::vector<ParamState>> state_;
+};
+
+// ---------------------------------------------------------------- SGD
+struct SGDOptions {
+  explicit SGDOptions(double lr) : lr_(lr) {}
+  SGDOptions& lr(double v) { lr_ = v; return *this; }
+  SGDOptions& momentum(double v) { momentum_ = v; return *this; }
+  SGDOptions& dampening(double v) { dampening_ = v; return *this; }
+  SGDOptions& weight_decay(double v) { weight_decay_ = v; return *this; }
+  SGDOptions& nesterov(bool v) { nesterov_ = v; return *this; }
+  double lr_;
+  double momentum_ = 0.0, dampening_ = 0.0, weight_decay_ = 0.0;
+  bool nesterov_ = false;
+};
+
+// Reads lr, momentum, dampening, weight_decay, nesterov. For each parameter p with gradient g:
+//   d = g + weight_decay * p
+//   with momentum: buf = d on the first step, else momentum * buf + (1 - dampening) * d;
+//                  d = nesterov ? d + momentum * buf : buf
+//   p -= lr * d
+// Buffer: "momentum_buffer". nesterov needs momentum > 0 and dampening == 0.
+class SGD : public Optimizer {
+ public:
+  SGD(std::vector<Tensor> params, const SGDOptions& options);
+  SGD(std::vector<Tensor> params, double lr, double momentum = 0.0, double dampening = 0.0,
+      double weight_decay = 0.0, bool nesterov = false);
+  void step() override;
+
+ protected:
+  std::vector<std::string> hyperparameter_names() const override;
+  std::vector<std::string> buffer_names() const override;
+  void check_group(const ParamGroup& g) const override;
+};
+
+// ---------------------------------------------------------------- AdamW
+struct AdamWOptions {
+  explicit AdamWOptions(double lr = 1e-3) : lr_(lr) {}
+  AdamWOptions& lr(double v) { lr_ = v; return *this; }
+  AdamWOptions& betas(double b1, double b2) { beta1_ = b1; beta2_ = b2; return *this; }
+  AdamWOptions& eps(double v) { eps_ = v; return *this; }
+  AdamWOptions& weight_decay(double v) { weight_decay_ = v; return *this; }
+  AdamWOptions& amsgrad(bool v) { amsgrad_ = v; return *this; }
+  double lr_;
+  double beta1_ = 0.9, beta2_ = 0.999, eps_ = 1e-8, weight_decay_ = 1e-2;
+  bool amsgrad_ = false;
+};
+
+// Reads lr, beta1, beta2, eps, weight_decay, amsgrad. For each parameter p with gradient g,
+// with t its step count after incrementing:
+//   p *= 1 - lr * weight_decay                          (decoupled decay)
+//   m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2     (zeros before the first step)
+//   amsgrad: vmax = max(vmax, v), used in place of v below
+//   p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+// Buffers: "exp_avg", "exp_avg_sq", and "max_exp_avg_sq" with amsgrad.
+class AdamW : public Optimizer {
+ public:
+  AdamW(std::vector<Tensor> params, const AdamWOptions& options = AdamWOptions());
+  AdamW(std::vector<Tensor> params, double lr, std::pair<double, double> betas = {0.9, 0.999}, double eps = 1e-8,
+        double weight_decay = 1e-2, bool amsgrad = false);
+  void step() override;
+
+ protected:
+  std::vector<std::string> hyperparameter_names() const override;
+  std::vector<std::string> buffer_names() const override;
+  void check_group(const ParamGroup& g) const override;
+};
+
+// ---------------------------------------------------------------- learning-rate schedule
+// lr(s) = base_lr * factor(s) for each group, with base_lr the group's lr when
+// the schedule is made (or when the group first appears), and
+//   s <  warmup:        factor = s / warmup                      (linear from 0)
+//   warmup <= s < total: factor = r + (1 - r) (1 + cos(pi (s - warmup) / (total - warmup))) / 2
+//   s >= total:         factor = r                               (r = min_lr_ratio)
+// Like PyTorch's LambdaLR: construction sets the lrs for step 0 (0 with a
+// warm-up) and each step() advances s by one, so call it after optimizer.step().
+// The optimizer must outlive the schedule. To resume a run, make the schedule
+// from the freshly built optimizer (so that it takes the base lrs), then load
+// the optimizer's state, then set_step(the saved last_step()).
+class CosineWithWarmup {
+ public:
+  CosineWithWarmup(Optimizer& optimizer, std::int64_t warmup_steps, std::int64_t total_steps,
+                   double min_lr_ratio = 0.0);
+  void step();
+  // Jumps to step s and sets the lrs (to resume a run).
+  void set_step(std::int64_t s);
+  std::int64_t last_step() const { return step_; }
+  double factor(std::int64_t s) const;
+  // The lrs the schedule set for the current step, one per group.
+  std::vector<double> get_lr() const;
+  double get_lr(std::size_t group) const;
+  const std::vector<double>& base_lrs() const { return base_lrs_; }
+
+ private:
+  void apply();
+
+  Optimizer& opt_;
+  std::int64_t warmup_, total_;
+  double min_ratio_;
+  std::int64_t step_ = 0;
+  std::vector<double> base_lrs_;
+};
+
+// ---------------------------------------------------------------- gradient clipping
+constexpr double kInfNorm = std::numeric_limits<double>::infinity();
+
+// Scales the gradients of params (those defined) in place, as one vector, so
+// that their norm_type-norm (kInfNorm: max |g|) is at most max_norm:
+// g *= max_norm / (total + 1e-6) when that factor is < 1. Returns the total
+// norm before clipping (0 without gradients), computed in f64. A non-finite
+// total (nan or inf gradients) leaves the gradients unchanged and is returned,
+// or, with error_if_nonfinite, is a ValueError.
+double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type = 2.0,
+                       bool error_if_nonfinite = false);
+
+}  // namespace ciuic::optim
