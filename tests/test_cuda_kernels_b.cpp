@@ -69,8 +69,12 @@ struct GemmCase {
   double tol;
   const char* name;
 };
+// TF32: 10 mantissa bits per operand. A CPU simulation over these shapes (50
+// draws each) gave worst relative Frobenius errors of 3e-4 (k >= 7) to 7e-4
+// (1x1x1) with round-to-nearest operands and 7e-4 to 1.4e-3 if the hardware
+// truncates, so 5e-4 would be flaky; 2e-3 still fails anything f16-like.
 const GemmCase kGemmCases[] = {
-    {DType::f32, false, 1e-5, "f32"},   {DType::f32, true, 5e-4, "tf32"}, {DType::f16, false, 1e-2, "f16"},
+    {DType::f32, false, 1e-5, "f32"},   {DType::f32, true, 2e-3, "tf32"}, {DType::f16, false, 1e-2, "f16"},
     {DType::bf16, false, 1e-2, "bf16"}, {DType::f64, false, 1e-12, "f64"},
 };
 

@@ -349,6 +349,8 @@ TEST_CASE("safetensors: file errors name the path", "[io]") {
   std::string p5 = write("good.safetensors", good);
   CHECK(load_safetensors(p5).size() == 4);
   CHECK(load_safetensors_metadata(p5) == Metadata{{"format", "pt"}});
+  if (!cuda_available())  // the device is checked before the file is read
+    CHECK_THROWS_AS(load_safetensors(p5, Device::cuda(0)), DeviceError);
 }
 
 TEST_CASE("safetensors: bad saves are refused and leave no partial file", "[io]") {
@@ -460,4 +462,27 @@ TEST_CASE("state dict: save and load into existing tensors", "[io]") {
                         "tensor 'layer.weight'", "f32[3, 2]", "f32[2, 3]", "equal shapes");
   CHECK(bias.to_vector<float>() == std::vector<float>{0, 0});
   CHECK_THROWS_WITH_ALL(load_state_dict(dir.file("nope"), state), IOError, "No such file");
+}
+
+TEST_CASE("safetensors: CUDA tensors are saved from and loaded to the GPU", "[io][cuda]") {
+  CIUIC_REQUIRE_GPU();
+  NamedTensors host = every_dtype();
+  NamedTensors on_gpu;
+  for (const auto& [name, t] : host) on_gpu.emplace_back(name, t.to(Device::cuda(0)));
+  Tensor tr = arange(12, DType::f32).view({3, 4}).to(Device::cuda(0)).t();  // non-contiguous on the GPU
+  on_gpu.emplace_back("tr", tr);
+  host.emplace_back("tr", tr.to(Device::cpu()));
+  std::string bytes = serialize_safetensors(on_gpu);
+  CHECK(bytes == serialize_safetensors(host));
+  NamedTensors back = deserialize_safetensors(bytes, Device::cuda(0));
+  REQUIRE(back.size() == host.size());
+  for (std::size_t i = 0; i < back.size(); ++i) {
+    CHECK(back[i].second.device() == Device::cuda(0));
+    CHECK(raw(back[i].second) == raw(host[i].second));
+  }
+  TempDir dir;
+  save_safetensors(dir.file("g.safetensors"), on_gpu);
+  NamedTensors loaded = load_safetensors(dir.file("g.safetensors"), Device::cuda(0));
+  CHECK(loaded.back().second.device() == Device::cuda(0));
+  CHECK(raw(loaded.back().second) == raw(host.back().second));
 }

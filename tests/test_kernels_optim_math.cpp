@@ -406,7 +406,9 @@ TEST_CASE("validate_gemm names the sizes and dtypes it rejects", "[kernels][gemm
 }
 
 TEST_CASE("gemm_gelu_tanh matches the tanh GELU formula", "[kernels][gemm]") {
-  auto ref = [](double x) { return 0.5 * x * (1 + std::tanh(std::sqrt(2 / 3.141592653589793) * (x + 0.044715 * x * x * x))); };
+  auto ref = [](double x) {
+    return 0.5 * x * (1 + std::tanh(std::sqrt(2 / 3.141592653589793) * (x + 0.044715 * x * x * x)));
+  };
   for (double x : {-6.0, -1.5, -0.1, 0.0, 0.3, 1.0, 2.5, 8.0}) {
     CHECK(gemm_gelu_tanh(x) == Approx(ref(x)).margin(1e-15));
     CHECK(gemm_gelu_tanh(static_cast<float>(x)) == Approx(ref(x)).margin(1e-6));

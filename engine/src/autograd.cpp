@@ -140,14 +140,17 @@ Tensor add_grads(const Tensor& a, const Tensor& b) { return a.defined() ? add(a,
 // One backward pass over the graph reachable from roots.
 class GraphTask {
  public:
-  GraphTask(bool retain, const std::vector<Tensor>* capture) : retain_(retain) {
+  // stop_at_inputs: never run the nodes of captured inputs nor anything behind them
+  // (a checkpoint segment's outside tensors belong to the outer graph).
+  GraphTask(bool retain, const std::vector<Tensor>* capture, bool stop_at_inputs = false)
+      : retain_(retain), stop_at_inputs_(stop_at_inputs) {
     if (capture) {
       for (std::size_t i = 0; i < capture->size(); ++i) {
         Edge e = gradient_edge((*capture)[i]);
         CIUIC_CHECK(e.node, AutogradError, "grad", "input ", i, " (", describe((*capture)[i]),
                     ") does not require grad; expected every input to take part in the graph");
         capture_[{e.node.get(), e.output_nr}] = i;
-        endpoints_.insert(e.node.get());
+        targets_.insert(e.node.get());
       }
       captured_.resize(capture->size());
     }
@@ -177,7 +180,8 @@ class GraphTask {
     }
     count_dependencies(root_edges);
     for (const Edge& e : root_edges)
-      if (deps_[e.node.get()] == 0 && queued_.insert(e.node.get()).second) ready_.push(e.node);
+      if (needed_.count(e.node.get()) && deps_[e.node.get()] == 0 && queued_.insert(e.node.get()).second)
+        ready_.push(e.node);
     while (!ready_.empty()) {
       std::shared_ptr<Node> node = ready_.top();
       ready_.pop();
@@ -205,23 +209,39 @@ class GraphTask {
     buf[e.output_nr] = add_grads(buf[e.output_nr], g);
   }
 
-  // deps_[n] = number of edges into n from nodes reachable from the roots.
+  // Finds the nodes worth running: every reachable node for backward(); for grad(),
+  // only those from which a captured input is reachable. deps_[n] then counts the
+  // edges into n from nodes that will run.
   void count_dependencies(const std::vector<Edge>& roots) {
-    std::vector<Node*> stack;
+    std::vector<Node*> post;  // reachable nodes, children before parents
     std::unordered_set<Node*> seen;
+    std::vector<std::pair<Node*, std::size_t>> stack;
     for (const Edge& e : roots)
-      if (seen.insert(e.node.get()).second) stack.push_back(e.node.get());
+      if (seen.insert(e.node.get()).second) stack.emplace_back(e.node.get(), 0);
     while (!stack.empty()) {
-      Node* n = stack.back();
-      stack.pop_back();
-      if (endpoints_.count(n)) continue;  // grad(): inputs end the walk
-      for (const Edge& e : n->next) {
-        if (!e.node) continue;
-        ++deps_[e.node.get()];
-        if (seen.insert(e.node.get()).second) stack.push_back(e.node.get());
+      auto& [n, i] = stack.back();
+      if (stops_at(n) || i == n->next.size()) {
+        post.push_back(n);
+        stack.pop_back();
+        continue;
       }
+      Node* child = n->next[i++].node.get();
+      if (child && seen.insert(child).second) stack.emplace_back(child, 0);
+    }
+    for (Node* n : post) {
+      bool need = !capturing_ || targets_.count(n);
+      if (!stops_at(n))
+        for (const Edge& e : n->next) need = need || (e.node && needed_.count(e.node.get()));
+      if (need) needed_.insert(n);
+    }
+    for (Node* n : post) {
+      if (!needed_.count(n) || stops_at(n)) continue;
+      for (const Edge& e : n->next)
+        if (e.node && needed_.count(e.node.get())) ++deps_[e.node.get()];
     }
   }
+
+  bool stops_at(Node* n) const { return stop_at_inputs_ && targets_.count(n); }
 
   void execute(Node& node) {
     auto it = buffers_.find(&node);
@@ -246,7 +266,7 @@ class GraphTask {
       accumulate(node, grads[0]);
       return;
     }
-    if (endpoints_.count(&node)) return;  // grad(): never run past an input (it may belong to an outer graph)
+    if (stops_at(&node)) return;
     CIUIC_CHECK(!node.released, AutogradError, node.name.c_str(),
                 "backward through this op a second time, but its saved tensors were freed by the first "
                 "backward; expected backward(..., retain_graph=true) on the first call");
@@ -259,7 +279,7 @@ class GraphTask {
                 grads_in.size(), " gradients for ", node.next.size(), " inputs");
     for (std::size_t i = 0; i < node.next.size(); ++i) {
       const Edge& e = node.next[i];
-      if (!e.node) continue;
+      if (!e.node || !needed_.count(e.node.get())) continue;
       if (grads_in[i].defined()) {
         const OutputMeta& want = e.node->outputs[e.output_nr];
         CIUIC_CHECK(grads_in[i].shape() == want.shape, AutogradError, node.name.c_str(),
@@ -296,7 +316,9 @@ class GraphTask {
   bool retain_;
   bool capturing_ = false;
   std::unordered_map<EdgeKey, std::size_t, EdgeHash> capture_;
-  std::unordered_set<Node*> endpoints_;
+  bool stop_at_inputs_;
+  std::unordered_set<Node*> targets_;  // nodes of captured inputs
+  std::unordered_set<Node*> needed_;
   std::vector<Tensor> captured_;
   std::unordered_map<Node*, GradList> buffers_;
   std::unordered_map<Node*, int> deps_;
@@ -315,6 +337,12 @@ std::vector<Tensor> grad(const std::vector<Tensor>& roots, const std::vector<Ten
                          const std::vector<Tensor>& grads, bool retain_graph) {
   NoGradGuard no_grad;
   return GraphTask(retain_graph, &inputs).run(roots, grads);
+}
+
+std::vector<Tensor> detail::grad_until(const std::vector<Tensor>& roots, const std::vector<Tensor>& inputs,
+                                       const std::vector<Tensor>& grads) {
+  NoGradGuard no_grad;
+  return GraphTask(false, &inputs, /*stop_at_inputs=*/true).run(roots, grads);
 }
 
 // ---------------------------------------------------------------- Tensor's autograd methods

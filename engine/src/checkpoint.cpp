@@ -138,7 +138,7 @@ GradList segment_backward(Segment& seg, const GradList& grads) {
   }
   GradList result(xs.size() + seg.outside_live.size());
   if (roots.empty() || want.empty()) return result;
-  std::vector<Tensor> g = grad(roots, want, root_grads, /*retain_graph=*/false);
+  std::vector<Tensor> g = detail::grad_until(roots, want, root_grads);
   for (std::size_t k = 0; k < g.size(); ++k) result[slot[k]] = g[k];
   return result;
 }

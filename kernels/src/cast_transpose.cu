@@ -52,6 +52,23 @@ __global__ void cast_scalar_kernel(To* dst, const From* src, std::int64_t n) {
     dst[i] = cast_elem<To>(src[i]);
 }
 
+template <typename To, typename From>
+void launch_cast(To* dst, const From* src, std::int64_t n, cudaStream_t s) {
+  constexpr int V = 16 / sizeof(From);
+  const bool aligned = reinterpret_cast<std::uintptr_t>(src) % 16 == 0 &&
+                       reinterpret_cast<std::uintptr_t>(dst) % alignof(Pack<To, V>) == 0;
+  const std::int64_t nvec = aligned ? n / V : 0;
+  if (nvec > 0) {
+    cast_vec_kernel<To, From, V><<<detail::grid_for(nvec, kBlock), kBlock, 0, s>>>(dst, src, nvec);
+    CIUIC_CUDA_CHECK_LAUNCH();
+  }
+  const std::int64_t done = nvec * V, rest = n - done;  // the tail, or everything when misaligned
+  if (rest > 0) {
+    cast_scalar_kernel<To, From><<<detail::grid_for(rest, kBlock), kBlock, 0, s>>>(dst + done, src + done, rest);
+    CIUIC_CUDA_CHECK_LAUNCH();
+  }
+}
+
 template <typename F>
 void dispatch_cast_type(DType t, const char* what, F&& f) {
   switch (t) {
@@ -138,25 +155,11 @@ void cast_contiguous(void* dst, DType dst_dtype, const void* src, DType src_dtyp
     return;
   }
   dispatch_cast_type(dst_dtype, "destination", [&](auto dtag) {
-    using To = decltype(dtag);
     dispatch_cast_type(src_dtype, "source", [&](auto stag) {
+      using To = decltype(dtag);
       using From = decltype(stag);
-      constexpr int V = 16 / sizeof(From);
-      constexpr std::size_t dst_align = alignof(Pack<To, V>);
-      const bool aligned = reinterpret_cast<std::uintptr_t>(src) % 16 == 0 &&
-                           reinterpret_cast<std::uintptr_t>(dst) % dst_align == 0;
-      const std::int64_t nvec = aligned ? n / V : 0;
-      if (nvec > 0) {
-        cast_vec_kernel<To, From, V><<<detail::grid_for(nvec, kBlock), kBlock, 0, s>>>(
-            static_cast<To*>(dst), static_cast<const From*>(src), nvec);
-        CIUIC_CUDA_CHECK_LAUNCH();
-      }
-      const std::int64_t done = nvec * V, rest = n - done;
-      if (rest > 0) {
-        cast_scalar_kernel<To, From><<<detail::grid_for(rest, kBlock), kBlock, 0, s>>>(
-            static_cast<To*>(dst) + done, static_cast<const From*>(src) + done, rest);
-        CIUIC_CUDA_CHECK_LAUNCH();
-      }
+      if constexpr (!std::is_same_v<To, From>)  // same dtype took the memcpy above
+        launch_cast<To, From>(static_cast<To*>(dst), static_cast<const From*>(src), n, s);
     });
   });
 }

@@ -14,7 +14,7 @@ namespace {
 // x, grad: (N, V); tgt, loss, lse: (N). Only the thread owning column t of a row
 // reads x[t] (in pass 2, before it writes grad[t]), so in-place grad is safe.
 template <typename T, typename I, bool kWarp>
-__global__ void ce_kernel(acc_t<T>* loss, acc_t<T>* lse_out, T* grad, const T* x, const I* __restrict__ tgt,
+__global__ void __launch_bounds__(kc::kMaxRowThreads) ce_kernel(acc_t<T>* loss, acc_t<T>* lse_out, T* grad, const T* x, const I* __restrict__ tgt,
                           std::int64_t N, std::int64_t V, std::int64_t ignore_index, acc_t<T> scale) {
   using G = kc::RowGroup<kWarp>;
   using A = acc_t<T>;

@@ -36,7 +36,7 @@ __device__ __forceinline__ A apply(const F& f, const A (&v)[K]) {
 }
 
 template <typename T, int K, typename F>
-__global__ void ew_strided_kernel(T* __restrict__ out, Inputs<T, K> in, std::int64_t n, F f) {
+__global__ void ew_strided_kernel(T* out, Inputs<T, K> in, std::int64_t n, F f) {
   using A = acc_t<T>;
   for (std::int64_t i = kc::global_thread(); i < n; i += kc::grid_threads()) {
     A v[K];
@@ -48,7 +48,7 @@ __global__ void ew_strided_kernel(T* __restrict__ out, Inputs<T, K> in, std::int
 
 // out and every in.p[k] 16-byte aligned and contiguous with n elements.
 template <typename T, int K, typename F>
-__global__ void ew_vec_kernel(T* __restrict__ out, Inputs<T, K> in, std::int64_t n, F f) {
+__global__ void ew_vec_kernel(T* out, Inputs<T, K> in, std::int64_t n, F f) {
   using A = acc_t<T>;
   using P = kc::Pack<T>;
   constexpr int W = P::kWidth;
@@ -179,7 +179,7 @@ void unary_backward_t(UnaryBackwardOp op, void* gx, const void* g, const Strided
 }
 
 template <typename T>
-__global__ void where_kernel(T* __restrict__ out, const std::uint8_t* c, StridedLayout cl, bool cc, const T* a,
+__global__ void where_kernel(T* out, const std::uint8_t* c, StridedLayout cl, bool cc, const T* a,
                              StridedLayout al, bool ac, const T* b, StridedLayout bl, bool bc, std::int64_t n) {
   for (std::int64_t i = kc::global_thread(); i < n; i += kc::grid_threads()) {
     const std::uint8_t ci = c[cc ? i : strided_offset(cl, i)];

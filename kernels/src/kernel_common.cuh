@@ -225,6 +225,11 @@ struct RowGroup {
   }
 };
 
+// The largest block a row kernel is launched with (plan::row_group_threads). Row
+// kernels declare it in __launch_bounds__ so the compiler keeps them within 64
+// registers per thread; without it a debug (-G) build could not launch them.
+constexpr int kMaxRowThreads = 1024;
+
 // Launch shape for `rows` rows of length `len` (see plan::row_group_threads).
 struct RowLaunch {
   bool warp = true;

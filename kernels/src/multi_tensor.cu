@@ -55,7 +55,8 @@ struct MaxOp {
 // partials[block_offset + blockIdx.x] = sum of x^2 (l2) or max |x| (inf) over the
 // block's chunk.
 template <typename T, bool L2>
-__global__ void __launch_bounds__(mt::kBlock) norm_partials_kernel(mt::Table<1> t, float* partials) {
+__global__ void __launch_bounds__(mt::kBlock)
+    norm_partials_kernel(const __grid_constant__ mt::Table<1> t, float* partials) {
   const mt::ChunkRange r = mt::chunk_of_block(t);
   const T* x = static_cast<const T*>(t.ptr[0][r.slot]);
   float acc = 0.0f;
@@ -91,8 +92,8 @@ __global__ void __launch_bounds__(kFinalBlock) norm_finalize_kernel(const float*
 // ---- unscale ----
 
 template <typename In, typename Out>
-__global__ void __launch_bounds__(mt::kBlock) unscale_kernel(mt::Table<2> t, const float* inv_scale,
-                                                             float* found_inf) {
+__global__ void __launch_bounds__(mt::kBlock)
+    unscale_kernel(const __grid_constant__ mt::Table<2> t, const float* inv_scale, float* found_inf) {
   const mt::ChunkRange r = mt::chunk_of_block(t);
   const In* in = static_cast<const In*>(t.ptr[0][r.slot]);
   Out* out = static_cast<Out*>(t.ptr[1][r.slot]);
@@ -110,11 +111,13 @@ __global__ void __launch_bounds__(mt::kBlock) unscale_kernel(mt::Table<2> t, con
 // ---- scale ----
 
 template <typename T>
-__global__ void __launch_bounds__(mt::kBlock) scale_kernel(mt::Table<1> t, const float* coef) {
+__global__ void __launch_bounds__(mt::kBlock)
+    scale_kernel(const __grid_constant__ mt::Table<1> t, const float* coef) {
   const mt::ChunkRange r = mt::chunk_of_block(t);
   T* x = static_cast<T*>(t.ptr[0][r.slot]);
   const float c = *coef;
-  for (std::int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) store_f32(x + i, fmul_rn(load_f32(x + i), c));
+  for (std::int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x)
+    store_f32(x + i, fmul_rn(load_f32(x + i), c));
 }
 
 __global__ void clip_coefficient_kernel(const float* total_norm, float max_norm, float eps, float* coef) {

@@ -34,8 +34,9 @@ __device__ __forceinline__ bool step_skipped(const float* found_inf) {
 }
 
 template <typename G, typename C>
-__global__ void __launch_bounds__(mt::kBlock) adamw_kernel(mt::Table<kDepth> t, AdamWConsts c,
-                                                           const float* grad_scale, const float* found_inf) {
+__global__ void __launch_bounds__(mt::kBlock)
+    adamw_kernel(const __grid_constant__ mt::Table<kDepth> t, AdamWConsts c, const float* grad_scale,
+                 const float* found_inf) {
   if (step_skipped(found_inf)) return;
   const mt::ChunkRange r = mt::chunk_of_block(t);
   float* p = static_cast<float*>(t.ptr[kParam][r.slot]);
@@ -55,8 +56,9 @@ __global__ void __launch_bounds__(mt::kBlock) adamw_kernel(mt::Table<kDepth> t, 
 }
 
 template <typename G, typename C>
-__global__ void __launch_bounds__(mt::kBlock) sgd_kernel(mt::Table<kDepth> t, SgdConsts c, bool first_step,
-                                                         const float* grad_scale, const float* found_inf) {
+__global__ void __launch_bounds__(mt::kBlock)
+    sgd_kernel(const __grid_constant__ mt::Table<kDepth> t, SgdConsts c, bool first_step, const float* grad_scale,
+               const float* found_inf) {
   if (step_skipped(found_inf)) return;
   const mt::ChunkRange r = mt::chunk_of_block(t);
   float* p = static_cast<float*>(t.ptr[kParam][r.slot]);
@@ -104,7 +106,8 @@ void check_lists(const FusedOptimTensors& t, const char* op, bool need_state1, b
               "numels, params and grads are required for ", t.count, " tensors");
   CIUIC_CHECK(!need_state1 || t.state1, ValueError, op, "state1 (", need_state2 ? "exp_avg" : "momentum buffers",
               ") is null; expected one f32 buffer per parameter");
-  CIUIC_CHECK(!need_state2 || t.state2, ValueError, op, "state2 (exp_avg_sq) is null; expected one f32 buffer per parameter");
+  CIUIC_CHECK(!need_state2 || t.state2, ValueError, op,
+              "state2 (exp_avg_sq) is null; expected one f32 buffer per parameter");
 }
 
 std::array<const void* const*, kDepth> lists_of(const FusedOptimTensors& t) {

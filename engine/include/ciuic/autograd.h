@@ -140,4 +140,12 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
 std::vector<Tensor> grad(const std::vector<Tensor>& roots, const std::vector<Tensor>& inputs,
                          const std::vector<Tensor>& grads = {}, bool retain_graph = false);
 
+namespace detail {
+// grad() that treats the inputs as the boundary of the graph: it never runs their
+// nodes or anything behind them (checkpoint segments: outside tensors belong to the
+// outer graph, which runs them itself). Does not retain the graph.
+std::vector<Tensor> grad_until(const std::vector<Tensor>& roots, const std::vector<Tensor>& inputs,
+                               const std::vector<Tensor>& grads);
+}  // namespace detail
+
 }  // namespace ciuic

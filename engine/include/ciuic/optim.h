@@ -81,8 +81,9 @@ class Optimizer {
   // Adds a group with its hyperparameters as given (checked like the constructor's).
   ParamGroup& add_param_group(ParamGroup group);
 
-  // Drops the .grad of every parameter.
-  void zero_grad();
+  // Drops the .grad of every parameter, or with set_to_none = false fills the
+  // existing ones with zeros in place (for gradients that are views into a buffer).
+  void zero_grad(bool set_to_none = true);
   // One update of every parameter that has a gradient.
   virtual void step() = 0;
 
@@ -229,7 +230,8 @@ constexpr double kInfNorm = std::numeric_limits<double>::infinity();
 // g *= max_norm / (total + 1e-6) when that factor is < 1. Returns the total
 // norm before clipping (0 without gradients), computed in f64. A non-finite
 // total (nan or inf gradients) leaves the gradients unchanged and is returned,
-// or, with error_if_nonfinite, is a ValueError.
+// or, with error_if_nonfinite, is a ValueError. CPU gradients only for now
+// (NotImplementedError for CUDA ones until the norm kernel lands).
 double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type = 2.0,
                        bool error_if_nonfinite = false);
 

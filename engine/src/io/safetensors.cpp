@@ -43,8 +43,8 @@ constexpr DTypeCode kCodes[] = {{"F32", DType::f32}, {"F16", DType::f16}, {"BF16
                                 {"U8", DType::u8},   {"BOOL", DType::boolean}};
 constexpr const char* kSupportedCodes = "F32, F16, BF16, F64, I32, I64, U8, BOOL";
 // Valid in the format, but without a ciuic dtype.
-constexpr const char* kUnsupportedCodes[] = {"I8",       "I16",    "U16",     "U32",     "U64",    "F8_E4M3",
-                                             "F8_E5M2",  "F8_E8M0", "F4",     "F6_E2M3", "F6_E3M2", "C64"};
+constexpr const char* kUnsupportedCodes[] = {"I8", "I16", "U16", "U32", "U64", "F8_E4M3", "F8_E5M2",
+                                             "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64"};
 
 const char* code_of(DType t) {
   for (const auto& c : kCodes)

@@ -180,8 +180,15 @@ Module& Module::to(Device d, DType t) {
   return *this;
 }
 
-void Module::zero_grad() {
-  for (const Tensor& p : parameters()) p.zero_grad();
+void Module::zero_grad(bool set_to_none) {
+  NoGradGuard no_grad;
+  for (const Tensor& p : parameters()) {
+    if (set_to_none) {
+      p.zero_grad();
+    } else if (Tensor g = p.grad(); g.defined()) {
+      g.zero_();
+    }
+  }
 }
 
 // ---------------------------------------------------------------- state dicts

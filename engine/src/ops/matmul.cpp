@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "cpu_gemm.h"
+#include "ciuic/checkpoint.h"
 #include "op_util.h"
 
 namespace ciuic {
@@ -132,11 +133,17 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   }
   ops::require_cpu(op, {&a, &b});
 
-  Tensor out = bmm(a2, b2, batch);
-  Shape out_shape = batch;
-  if (!a_vec) out_shape.push_back(a2.size(-2));
-  if (!b_vec) out_shape.push_back(b2.size(-1));
-  out = out.view(out_shape);
+  Tensor out;
+  if (auto kept = selective::replay(op)) {
+    out = (*kept)[0];  // selective checkpoint recomputation: the forward kept this product
+  } else {
+    out = bmm(a2, b2, batch);
+    Shape out_shape = batch;
+    if (!a_vec) out_shape.push_back(a2.size(-2));
+    if (!b_vec) out_shape.push_back(b2.size(-1));
+    out = out.view(out_shape);
+    selective::keep(op, {out});
+  }
 
   if (needs_grad({&a, &b})) {
     // With a2, b2, g2 the operands and gradient with the 1-D dims restored:
@@ -214,16 +221,22 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Shape out_shape = lead;
   out_shape.push_back(nout);
 
-  const DType dt = x.dtype();
-  const bool half = dt == DType::f16 || dt == DType::bf16;
-  const DType ct = half ? DType::f32 : dt;
-  Tensor x2 = x.detach().reshape({rows, in}).to(ct);
-  Tensor w = weight.detach().to(ct);
-  Tensor bb = bias.defined() ? bias.detach().to(ct) : Tensor();
-  Tensor out = make_tensor({rows, nout}, ct, x.device());
-  if (ct == DType::f64) linear_cpu<double>(x2, w, bb, out);
-  else linear_cpu<float>(x2, w, bb, out);
-  out = (half ? out.to(dt) : out).view(out_shape);
+  Tensor out;
+  if (auto kept = selective::replay(op)) {
+    out = (*kept)[0];  // selective checkpoint recomputation: the forward kept this output
+  } else {
+    const DType dt = x.dtype();
+    const bool half = dt == DType::f16 || dt == DType::bf16;
+    const DType ct = half ? DType::f32 : dt;
+    Tensor x2 = x.detach().reshape({rows, in}).to(ct);
+    Tensor w = weight.detach().to(ct);
+    Tensor bb = bias.defined() ? bias.detach().to(ct) : Tensor();
+    out = make_tensor({rows, nout}, ct, x.device());
+    if (ct == DType::f64) linear_cpu<double>(x2, w, bb, out);
+    else linear_cpu<float>(x2, w, bb, out);
+    out = (half ? out.to(dt) : out).view(out_shape);
+    selective::keep(op, {out});
+  }
 
   if (needs_grad({&x, &weight, &bias})) {
     // gx = g W; gW = g2^T x2 over all rows; gb = sum of g2's rows (g2, x2: leading dims flattened).

@@ -98,9 +98,16 @@ ParamGroup& Optimizer::add_param_group(ParamGroup group) {
   return groups_.back();
 }
 
-void Optimizer::zero_grad() {
+void Optimizer::zero_grad(bool set_to_none) {
+  NoGradGuard no_grad;
   for (const ParamGroup& g : groups_)
-    for (const Tensor& p : g.params) p.zero_grad();
+    for (const Tensor& p : g.params) {
+      if (set_to_none) {
+        p.zero_grad();
+      } else if (Tensor grad = p.grad(); grad.defined()) {
+        grad.zero_();
+      }
+    }
 }
 
 ParamState& Optimizer::state_for(std::size_t group, std::size_t index) {

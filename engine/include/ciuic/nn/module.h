@@ -97,8 +97,9 @@ class Module {
   Module& to(DType t);
   Module& to(Device d, DType t);
 
-  // Drops the .grad of every parameter.
-  void zero_grad();
+  // Drops the .grad of every parameter, or with set_to_none = false fills the
+  // existing ones with zeros in place (for gradients that are views into a buffer).
+  void zero_grad(bool set_to_none = true);
 
   // ---- state ----
   // Detached handles sharing storage with the module's tensors (not copies):
