@@ -15,6 +15,7 @@
 #include <cmath>
 #include <optional>
 
+#include "ciuic/checkpoint.h"
 #include "acc_data.h"
 #include "op_util.h"
 
@@ -143,16 +144,24 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   Shape out_shape = q.shape();
   out_shape.back() = d.Dv;
   Tensor out, P;
-  dispatch_floating(q.dtype(), op, [&](auto tag) {
-    using T = decltype(tag);
-    using A = acc_t<T>;
-    ops::AccIn<T> qi(q), ki(k), vi(v);
-    ops::AccOut<T> o(out_shape, q.device());
-    ops::AccOut<A> p({d.B, d.Tq, d.Tk}, q.device());
-    attention_forward_rows<A>(qi.data(), ki.data(), vi.data(), d, static_cast<A>(scale), o.data(), p.data());
-    out = o.finish();
-    P = p.finish();
-  });
+  if (auto kept = selective::replay("attention")) {
+    // Selective checkpoint recomputation: the forward kept the output and, since this
+    // reference's backward reads the probabilities, P as well.
+    out = (*kept)[0];
+    P = (*kept)[1];
+  } else {
+    dispatch_floating(q.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      using A = acc_t<T>;
+      ops::AccIn<T> qi(q), ki(k), vi(v);
+      ops::AccOut<T> o(out_shape, q.device());
+      ops::AccOut<A> p({d.B, d.Tq, d.Tk}, q.device());
+      attention_forward_rows<A>(qi.data(), ki.data(), vi.data(), d, static_cast<A>(scale), o.data(), p.data());
+      out = o.finish();
+      P = p.finish();
+    });
+    selective::keep("attention", {out, P});
+  }
   if (!needs_grad({&q, &k, &v})) return out;
 
   SavedTensor sq(q), sk(k), sv(v);
