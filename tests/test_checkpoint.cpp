@@ -148,7 +148,6 @@ TEST_CASE("a checkpointed CNN gives bit-identical gradients and updates batch-no
 }
 
 TEST_CASE("every block checkpointed keeps at most 25% of the activation memory", "[checkpoint]") {
-  Generator init{1, 0};
   auto cfg = tiny_gpt(12, 0.0);
   Batch b = tokens(4, 16, 61, 8);
   auto peak_for = [&](CheckpointPolicy p) {
