@@ -15,9 +15,24 @@
 // step() runs under NoGradGuard and writes every parameter in place
 // (p.copy_(...)): the parameter tensors stay the same objects, so modules keep
 // their handles. Parameters whose .grad is undefined are skipped (their step
-// count does not advance). Parameters may be f32 or f64; state tensors have the
-// parameter's dtype and device. Updates are written with tensor ops, so they run
-// wherever those ops run.
+// count does not advance). f32 and f64 parameters: state tensors have the
+// parameter's dtype and device. f32 updates run the per-element math of
+// kernels/optim_math.h (one loop per tensor on the CPU, the fused multi-tensor
+// kernels on a GPU: bit-identical results); f64 updates are tensor ops (and so
+// are f32 AdamW updates with eps == 0, which the f32 math does not take).
+//
+// f16 / bf16 parameters (a model converted with Module::to(DType::f16)) get FP32
+// master weights: ParamState buffer "master" is an f32 copy of the parameter,
+// made at its first step; the state ("exp_avg", "momentum_buffer", ...) is f32;
+// each step updates the master in f32 from the f32 gradient and writes the
+// rounded result into the parameter in the same pass (one loop per tensor on the
+// CPU with the per-element math of kernels/optim_math.h, so it is bit-identical
+// to the fused CUDA kernels; on a GPU one fused launch per group). The gradient
+// is ParamState buffer "master_grad" when amp::LossScaler::unscale_ made one
+// (f32, already unscaled; the step consumes it), otherwise the parameter's .grad.
+// The master is authoritative: if the parameter is written by anything else
+// (weights loaded, copy_), the next step re-makes the master from it. state_dict()
+// includes the masters (never "master_grad").
 #pragma once
 
 #include <cstddef>
@@ -30,7 +45,15 @@
 #include "ciuic/nn/ordered_dict.h"
 #include "ciuic/tensor.h"
 
+namespace ciuic::amp {
+class LossScaler;
+}
+
 namespace ciuic::optim {
+
+// The dtype of an optimizer's state for a parameter of dtype t: f32 for f16 and
+// bf16 (master weights), t otherwise.
+constexpr DType state_dtype(DType t) { return t == DType::f16 || t == DType::bf16 ? DType::f32 : t; }
 
 // A set of parameters and the hyperparameters they are updated with. Each
 // optimizer reads the fields its documentation lists and ignores the rest.
@@ -51,7 +74,11 @@ struct ParamGroup {
 // What an optimizer keeps for one parameter.
 struct ParamState {
   std::int64_t step = 0;              // updates applied to this parameter
-  nn::OrderedDict<Tensor> buffers;    // by name ("momentum_buffer", "exp_avg", ...); the parameter's shape
+  nn::OrderedDict<Tensor> buffers;    // by name ("momentum_buffer", "exp_avg", ..., "master"); the parameter's shape
+  // f16/bf16 parameters: the parameter's storage and version right after the optimizer
+  // last wrote it (or loaded its master); anything else means the master is stale.
+  const void* master_synced_storage = nullptr;
+  std::uint64_t master_synced_version = 0;
 };
 
 // An optimizer's state by group and parameter index (the order of
@@ -86,9 +113,26 @@ class Optimizer {
   void zero_grad(bool set_to_none = true);
   // One update of every parameter that has a gradient.
   virtual void step() = 0;
+  // The same update, skipped when found_inf (a one-element f32 tensor, the flag
+  // amp::LossScaler::unscale_ sets when a gradient was inf or nan) is non-zero:
+  // a skipped step leaves parameters, masters and state bit-identical and does
+  // not advance any step count. CPU flag: read at once. CUDA flag (SGD, AdamW):
+  // the fused kernels read it on the device and the host does not wait; step
+  // counts then advance provisionally until resolve_deferred_step() (which
+  // LossScaler::update() calls) confirms or rolls them back. The base version
+  // (for other optimizers) reads the flag on the host and calls step().
+  virtual void step(const Tensor& found_inf);
+  // Settles a step(found_inf) whose flag the host has not read (CUDA): with
+  // skipped, step counts go back and buffers that step created are dropped.
+  // No-op when there is none.
+  void resolve_deferred_step(bool skipped);
+  bool has_deferred_step() const { return !deferred_.empty(); }
 
   // The state of parameter `index` of group `group` (step 0 and no buffers before its first update).
   const ParamState& state(std::size_t group, std::size_t index) const;
+  // The gradient the next step uses for that parameter: its "master_grad" buffer
+  // when LossScaler::unscale_ made one, else its .grad (undefined when neither).
+  Tensor step_gradient(std::size_t group, std::size_t index) const;
 
   // Handles to the current state tensors (the steps here replace state tensors
   // rather than write into them, but clone() for a snapshot that is safe either way).
@@ -113,13 +157,29 @@ class Optimizer {
   // The state of (group, index), created on first use (the groups may have grown).
   ParamState& state_for(std::size_t group, std::size_t index);
 
+  // For steps: drops every "master_grad" buffer (a step consumes them, skipped or not).
+  void drop_master_grads();
+  // A parameter stepped under a device-side flag: its step count before, and the
+  // buffers the step created (dropped again if the step turns out skipped).
+  struct DeferredParam {
+    std::size_t group = 0, index = 0;
+    std::int64_t step_before = 0;
+    std::vector<std::string> created;
+  };
+  // Before a step(found_inf) on the device: settles the previous one by reading its flag.
+  void begin_deferred_step(const Tensor& found_inf);
+  void add_deferred(DeferredParam p) { deferred_.push_back(std::move(p)); }
+
  private:
+  friend class amp::LossScaler;  // writes "master_grad" buffers (unscale_)
   void check_params(const std::vector<Tensor>& params, std::size_t new_group) const;
 
   std::string name_;
   ParamGroup defaults_;
   std::vector<ParamGroup> groups_;
   std::vector<std::vector<ParamState>> state_;
+  std::vector<DeferredParam> deferred_;
+  Tensor deferred_flag_;
 };
 
 // ---------------------------------------------------------------- SGD
@@ -141,17 +201,22 @@ struct SGDOptions {
 //                  d = nesterov ? d + momentum * buf : buf
 //   p -= lr * d
 // Buffer: "momentum_buffer". nesterov needs momentum > 0 and dampening == 0.
+// f16/bf16 parameters: the update is kernels::sgd_update on the f32 master.
 class SGD : public Optimizer {
  public:
   SGD(std::vector<Tensor> params, const SGDOptions& options);
   SGD(std::vector<Tensor> params, double lr, double momentum = 0.0, double dampening = 0.0,
       double weight_decay = 0.0, bool nesterov = false);
   void step() override;
+  void step(const Tensor& found_inf) override;
 
  protected:
   std::vector<std::string> hyperparameter_names() const override;
   std::vector<std::string> buffer_names() const override;
   void check_group(const ParamGroup& g) const override;
+
+ private:
+  void run_step(const Tensor& found_inf);
 };
 
 // ---------------------------------------------------------------- AdamW
@@ -174,17 +239,24 @@ struct AdamWOptions {
 //   amsgrad: vmax = max(vmax, v), used in place of v below
 //   p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 // Buffers: "exp_avg", "exp_avg_sq", and "max_exp_avg_sq" with amsgrad.
+// f16/bf16 parameters: the update is kernels::adamw_update on the f32 master
+// (its f32 constants need eps > 0); amsgrad there is CPU-only for now (the fused
+// kernel has no amsgrad: NotImplementedError on a GPU).
 class AdamW : public Optimizer {
  public:
   AdamW(std::vector<Tensor> params, const AdamWOptions& options = AdamWOptions());
   AdamW(std::vector<Tensor> params, double lr, std::pair<double, double> betas = {0.9, 0.999}, double eps = 1e-8,
         double weight_decay = 1e-2, bool amsgrad = false);
   void step() override;
+  void step(const Tensor& found_inf) override;
 
  protected:
   std::vector<std::string> hyperparameter_names() const override;
   std::vector<std::string> buffer_names() const override;
   void check_group(const ParamGroup& g) const override;
+
+ private:
+  void run_step(const Tensor& found_inf);
 };
 
 // ---------------------------------------------------------------- learning-rate schedule
@@ -233,6 +305,13 @@ constexpr double kInfNorm = std::numeric_limits<double>::infinity();
 // or, with error_if_nonfinite, is a ValueError. CPU gradients only for now
 // (NotImplementedError for CUDA ones until the norm kernel lands).
 double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type = 2.0,
+                       bool error_if_nonfinite = false);
+// The same over the gradients optimizer's next step will use (Optimizer::step_gradient):
+// with mixed precision, call it between LossScaler::unscale_(optimizer) and
+// LossScaler::step(optimizer) so it clips the unscaled f32 master gradients of
+// f16/bf16 parameters (and the unscaled .grad of f32 ones). A non-finite total
+// (an overflow the scaler will skip) leaves them unchanged, as above.
+double clip_grad_norm_(Optimizer& optimizer, double max_norm, double norm_type = 2.0,
                        bool error_if_nonfinite = false);
 
 }  // namespace ciuic::optim

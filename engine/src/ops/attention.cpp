@@ -15,6 +15,7 @@
 #include <cmath>
 #include <optional>
 
+#include "ciuic/amp.h"
 #include "ciuic/checkpoint.h"
 #include "acc_data.h"
 #include "op_util.h"
@@ -136,6 +137,8 @@ AttnDims check_attention_args(const char* op, const Tensor& q, const Tensor& k, 
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                                     std::optional<double> scale_opt) {
+  if (auto c = amp::autocast_args({&q, &k, &v}))
+    return scaled_dot_product_attention((*c)[0], (*c)[1], (*c)[2], causal, scale_opt);
   const char* op = "scaled_dot_product_attention";
   AttnDims d = check_attention_args(op, q, k, v, causal);
   const double scale = scale_opt ? *scale_opt : (d.D > 0 ? 1.0 / std::sqrt(static_cast<double>(d.D)) : 1.0);

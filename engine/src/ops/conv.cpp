@@ -20,6 +20,7 @@
 #include <cblas.h>
 #endif
 
+#include "ciuic/amp.h"
 #include "op_util.h"
 
 namespace ciuic {
@@ -324,6 +325,7 @@ GradList conv2d_backward_cpu(const Geometry& g, const Tensor& gout, const Tensor
 }  // namespace
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& opts) {
+  if (auto c = amp::autocast_args({&x, &weight, &bias})) return conv2d((*c)[0], (*c)[1], (*c)[2], opts);
   const Geometry g = check_conv(x, weight, bias, opts);
   ops::require_cpu(kOp, {&x, &weight, &bias});
   Tensor out = conv2d_cpu(g, x, weight, bias);

@@ -11,9 +11,16 @@
 //
 // !training or p == 0 returns x itself and leaves the generator untouched.
 // p == 1 drops everything (zeros, zero gradient) and still advances the generator.
+// On CUDA the dropout kernels evaluate the same rule from (seed, first, p): the
+// same generator state gives the same mask bit for bit on either device.
 #include "acc_data.h"
 #include "ciuic/dropout_mask.h"
 #include "op_util.h"
+
+#ifdef CIUIC_WITH_CUDA
+#include "ciuic/kernels/dropout.h"
+#include "ciuic/stream.h"
+#endif
 
 namespace ciuic {
 
@@ -24,6 +31,7 @@ struct DropoutMask {
   std::uint64_t first = 0;
   std::uint32_t threshold = 0;
   double scale = 0;  // 1 / (1 - p); 0 when p == 1
+  double p = 0;
 };
 
 // out[i] = keep(i) ? t[i] * scale : 0 over t's row-major elements.
@@ -45,6 +53,27 @@ Tensor apply_mask_cpu(const char* op, const Tensor& t, const DropoutMask& m) {
   return out;
 }
 
+#ifdef CIUIC_WITH_CUDA
+// apply_mask_cpu on a CUDA tensor (forward and backward apply the same mask).
+Tensor apply_mask_cuda(const Tensor& t, const DropoutMask& m, bool backward) {
+  Tensor tc = t.detach().contiguous();
+  DeviceGuard guard(t.device());
+  Tensor out = make_tensor(t.shape(), t.dtype(), t.device());
+  auto launch = backward ? kernels::dropout_backward : kernels::dropout_forward;
+  launch(out.data_ptr(), tc.data_ptr(), t.dtype(), t.numel(), m.p, m.seed, m.first, current_stream(t.device()));
+  return out;
+}
+#endif
+
+Tensor apply_mask(const char* op, const Tensor& t, const DropoutMask& m, bool backward) {
+#ifdef CIUIC_WITH_CUDA
+  if (t.device().is_cuda()) return apply_mask_cuda(t, m, backward);
+#else
+  (void)backward;
+#endif
+  return apply_mask_cpu(op, t, m);
+}
+
 }  // namespace
 
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
@@ -53,17 +82,16 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   ops::check_floating(op, "input", x);
   CIUIC_CHECK(p >= 0 && p <= 1, ValueError, op, "p = ", p, "; expected a drop probability in [0, 1]");
   if (!training || p == 0) return x;
-  ops::require_cpu(op, {&x});
-  // A CUDA path goes here: if (x.device().is_cuda()) return a kernel using dropout_keep with the same m.
   Generator& g = gen ? *gen : default_generator();
   DropoutMask m;
   m.seed = g.seed;
   m.first = g.advance(static_cast<std::uint64_t>(x.numel()));
   m.threshold = dropout_threshold(p);
   m.scale = p == 1 ? 0.0 : 1.0 / (1.0 - p);
-  Tensor out = apply_mask_cpu(op, x, m);
+  m.p = p;
+  Tensor out = apply_mask(op, x, m, false);
   if (needs_grad({&x}))
-    record(op, {x}, {out}, [m, op](const GradList& gr) { return GradList{apply_mask_cpu(op, gr[0], m)}; });
+    record(op, {x}, {out}, [m, op](const GradList& gr) { return GradList{apply_mask(op, gr[0], m, true)}; });
   return out;
 }
 

@@ -1,6 +1,7 @@
-// Elementwise ops: forward (CPU reference through unary_map/binary_map),
-// backward recorded on the tape. Backward formulas are in terms of other ops,
-// so they run on any device the forward ops support.
+// Elementwise ops: forward (CPU reference through unary_map/binary_map, or on
+// CUDA tensors the elementwise kernel each map names), backward recorded on the
+// tape. Backward formulas are in terms of other ops or maps with their own CUDA
+// kernel, so they run on any device the forward ops support.
 #include <cmath>
 
 #include "op_util.h"
@@ -8,7 +9,12 @@
 namespace ciuic {
 
 using ops::binary_map;
+using ops::CompareOp;
+using ops::cuda_op;
 using ops::unary_map;
+using kernels::BinaryOp;
+using kernels::UnaryBackwardOp;
+using kernels::UnaryOp;
 
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
   const std::size_t n = std::max(a.size(), b.size());
@@ -49,17 +55,17 @@ bool wants(const Tensor& t) { return t.requires_grad(); }
 
 // ---- binary ----
 Tensor add(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_map("add", a, b, [](auto x, auto y) { return x + y; });
+  Tensor out = binary_map("add", a, b, [](auto x, auto y) { return x + y; }, cuda_op(BinaryOp::add));
   return record_binary("add", a, b, out, [](const Tensor& g) { return std::pair{g, g}; });
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_map("sub", a, b, [](auto x, auto y) { return x - y; });
+  Tensor out = binary_map("sub", a, b, [](auto x, auto y) { return x - y; }, cuda_op(BinaryOp::sub));
   return record_binary("sub", a, b, out, [](const Tensor& g) { return std::pair{g, neg(g)}; });
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_map("mul", a, b, [](auto x, auto y) { return x * y; });
+  Tensor out = binary_map("mul", a, b, [](auto x, auto y) { return x * y; }, cuda_op(BinaryOp::mul));
   if (!needs_grad({&a, &b})) return out;
   SavedTensor sa(wants(b) ? a : Tensor()), sb(wants(a) ? b : Tensor());
   return record_binary("mul", a, b, out, [sa, sb](const Tensor& g) {
@@ -68,7 +74,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_map("div", a, b, [](auto x, auto y) { return x / y; });
+  Tensor out = binary_map("div", a, b, [](auto x, auto y) { return x / y; }, cuda_op(BinaryOp::div));
   if (!needs_grad({&a, &b})) return out;
   SavedTensor sa(wants(b) ? a : Tensor()), sb(b);
   return record_binary("div", a, b, out, [sa, sb](const Tensor& g) {
@@ -80,7 +86,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
 }
 
 Tensor pow(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_map<true>("pow", a, b, [](auto x, auto y) { return std::pow(x, y); });
+  Tensor out = binary_map<true>("pow", a, b, [](auto x, auto y) { return std::pow(x, y); }, cuda_op(BinaryOp::pow));
   if (!needs_grad({&a, &b})) return out;
   SavedTensor sa(a), sb(b), so(out);
   return record_binary("pow", a, b, out, [sa, sb, so](const Tensor& g) {
@@ -93,23 +99,25 @@ Tensor pow(const Tensor& a, const Tensor& b) {
 
 // d max(a, b): to a where a >= b (ties go to a), else to b.
 Tensor maximum(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_map("maximum", a, b, [](auto x, auto y) { return x >= y ? x : y; });
+  Tensor out =
+      binary_map("maximum", a, b, [](auto x, auto y) { return x >= y ? x : y; }, cuda_op(BinaryOp::maximum));
   if (!needs_grad({&a, &b})) return out;
   SavedTensor sa(a), sb(b);
   return record_binary("maximum", a, b, out, [sa, sb](const Tensor& g) {
     Tensor pick_a = binary_map<true>("maximum", sa.unpack("maximum"), sb.unpack("maximum"),
-                               [](auto x, auto y) { return x >= y ? 1.0 : 0.0; });
+                               [](auto x, auto y) { return x >= y ? 1.0 : 0.0; }, cuda_op(CompareOp::ge));
     return std::pair{mul(g, pick_a), mul(g, rsub(pick_a, 1.0))};
   });
 }
 
 Tensor minimum(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_map("minimum", a, b, [](auto x, auto y) { return x <= y ? x : y; });
+  Tensor out =
+      binary_map("minimum", a, b, [](auto x, auto y) { return x <= y ? x : y; }, cuda_op(BinaryOp::minimum));
   if (!needs_grad({&a, &b})) return out;
   SavedTensor sa(a), sb(b);
   return record_binary("minimum", a, b, out, [sa, sb](const Tensor& g) {
     Tensor pick_a = binary_map<true>("minimum", sa.unpack("minimum"), sb.unpack("minimum"),
-                               [](auto x, auto y) { return x <= y ? 1.0 : 0.0; });
+                               [](auto x, auto y) { return x <= y ? 1.0 : 0.0; }, cuda_op(CompareOp::le));
     return std::pair{mul(g, pick_a), mul(g, rsub(pick_a, 1.0))};
   });
 }
@@ -123,7 +131,8 @@ Tensor div(const Tensor& a, double s) { return div(a, ops::scalar_like(a, s)); }
 Tensor rdiv(const Tensor& a, double s) { return div(ops::scalar_like(a, s), a); }
 
 Tensor pow(const Tensor& a, double e) {
-  Tensor out = unary_map("pow", a, [e](auto x) { return std::pow(x, static_cast<decltype(x)>(e)); });
+  Tensor out = unary_map("pow", a, [e](auto x) { return std::pow(x, static_cast<decltype(x)>(e)); },
+                         {UnaryOp::pow_scalar, {e}});
   if (!needs_grad({&a})) return out;
   SavedTensor sa(a);
   return record_unary("pow", a, out, [sa, e](const Tensor& g) { return mul(g, mul(pow(sa.unpack("pow"), e - 1.0), e)); });
@@ -131,33 +140,33 @@ Tensor pow(const Tensor& a, double e) {
 
 // ---- unary ----
 Tensor neg(const Tensor& a) {
-  Tensor out = unary_map("neg", a, [](auto x) { return -x; });
+  Tensor out = unary_map("neg", a, [](auto x) { return -x; }, {UnaryOp::neg});
   return record_unary("neg", a, out, [](const Tensor& g) { return neg(g); });
 }
 
 Tensor exp(const Tensor& a) {
-  Tensor out = unary_map("exp", a, [](auto x) { return std::exp(x); });
+  Tensor out = unary_map("exp", a, [](auto x) { return std::exp(x); }, {UnaryOp::exp});
   if (!needs_grad({&a})) return out;
   SavedTensor so(out);
   return record_unary("exp", a, out, [so](const Tensor& g) { return mul(g, so.unpack("exp")); });
 }
 
 Tensor log(const Tensor& a) {
-  Tensor out = unary_map("log", a, [](auto x) { return std::log(x); });
+  Tensor out = unary_map("log", a, [](auto x) { return std::log(x); }, {UnaryOp::log});
   if (!needs_grad({&a})) return out;
   SavedTensor sa(a);
   return record_unary("log", a, out, [sa](const Tensor& g) { return div(g, sa.unpack("log")); });
 }
 
 Tensor sqrt(const Tensor& a) {
-  Tensor out = unary_map("sqrt", a, [](auto x) { return std::sqrt(x); });
+  Tensor out = unary_map("sqrt", a, [](auto x) { return std::sqrt(x); }, {UnaryOp::sqrt});
   if (!needs_grad({&a})) return out;
   SavedTensor so(out);
   return record_unary("sqrt", a, out, [so](const Tensor& g) { return div(g, mul(so.unpack("sqrt"), 2.0)); });
 }
 
 Tensor rsqrt(const Tensor& a) {
-  Tensor out = unary_map("rsqrt", a, [](auto x) { return decltype(x)(1) / std::sqrt(x); });
+  Tensor out = unary_map("rsqrt", a, [](auto x) { return decltype(x)(1) / std::sqrt(x); }, {UnaryOp::rsqrt});
   if (!needs_grad({&a})) return out;
   SavedTensor so(out);
   // d/dx x^-1/2 = -1/2 x^-3/2 = -1/2 out^3
@@ -165,7 +174,7 @@ Tensor rsqrt(const Tensor& a) {
 }
 
 Tensor tanh(const Tensor& a) {
-  Tensor out = unary_map("tanh", a, [](auto x) { return std::tanh(x); });
+  Tensor out = unary_map("tanh", a, [](auto x) { return std::tanh(x); }, {UnaryOp::tanh});
   if (!needs_grad({&a})) return out;
   SavedTensor so(out);
   return record_unary("tanh", a, out, [so](const Tensor& g) {
@@ -175,7 +184,8 @@ Tensor tanh(const Tensor& a) {
 }
 
 Tensor sigmoid(const Tensor& a) {
-  Tensor out = unary_map("sigmoid", a, [](auto x) { return decltype(x)(1) / (decltype(x)(1) + std::exp(-x)); });
+  Tensor out = unary_map(
+      "sigmoid", a, [](auto x) { return decltype(x)(1) / (decltype(x)(1) + std::exp(-x)); }, {UnaryOp::sigmoid});
   if (!needs_grad({&a})) return out;
   SavedTensor so(out);
   return record_unary("sigmoid", a, out, [so](const Tensor& g) {
@@ -185,11 +195,13 @@ Tensor sigmoid(const Tensor& a) {
 }
 
 Tensor relu(const Tensor& a) {
-  Tensor out = unary_map("relu", a, [](auto x) { return x > 0 ? x : decltype(x)(0); });
+  Tensor out = unary_map("relu", a, [](auto x) { return x > 0 ? x : decltype(x)(0); }, {UnaryOp::relu});
   if (!needs_grad({&a})) return out;
   SavedTensor so(out);
   return record_unary("relu", a, out, [so](const Tensor& g) {
-    return binary_map<true>("relu_backward", g, so.unpack("relu"), [](auto gy, auto y) { return y > 0 ? gy : decltype(gy)(0); });
+    return binary_map<true>(
+        "relu_backward", g, so.unpack("relu"), [](auto gy, auto y) { return y > 0 ? gy : decltype(gy)(0); },
+        cuda_op(UnaryBackwardOp::relu));
   });
 }
 
@@ -216,17 +228,19 @@ template <typename A> A gelu_erf_grad(A x) {
 
 Tensor gelu(const Tensor& a, GeluApprox approx) {
   bool tanh_form = approx == GeluApprox::tanh;
-  Tensor out = unary_map("gelu", a, [tanh_form](auto x) { return tanh_form ? gelu_tanh(x) : gelu_erf(x); });
+  Tensor out = unary_map("gelu", a, [tanh_form](auto x) { return tanh_form ? gelu_tanh(x) : gelu_erf(x); },
+                         {tanh_form ? UnaryOp::gelu_tanh : UnaryOp::gelu_erf});
   if (!needs_grad({&a})) return out;
   SavedTensor sa(a);
   return record_unary("gelu", a, out, [sa, tanh_form](const Tensor& g) {
     return binary_map<true>("gelu_backward", g, sa.unpack("gelu"),
-                      [tanh_form](auto gy, auto x) { return gy * (tanh_form ? gelu_tanh_grad(x) : gelu_erf_grad(x)); });
+                      [tanh_form](auto gy, auto x) { return gy * (tanh_form ? gelu_tanh_grad(x) : gelu_erf_grad(x)); },
+                      cuda_op(tanh_form ? UnaryBackwardOp::gelu_tanh : UnaryBackwardOp::gelu_erf));
   });
 }
 
 Tensor silu(const Tensor& a) {
-  Tensor out = unary_map("silu", a, [](auto x) { return x / (decltype(x)(1) + std::exp(-x)); });
+  Tensor out = unary_map("silu", a, [](auto x) { return x / (decltype(x)(1) + std::exp(-x)); }, {UnaryOp::silu});
   if (!needs_grad({&a})) return out;
   SavedTensor sa(a);
   return record_unary("silu", a, out, [sa](const Tensor& g) {
@@ -234,17 +248,18 @@ Tensor silu(const Tensor& a) {
       using A = decltype(x);
       A s = A(1) / (A(1) + std::exp(-x));
       return gy * s * (A(1) + x * (A(1) - s));
-    });
+    }, cuda_op(UnaryBackwardOp::silu));
   });
 }
 
 Tensor abs(const Tensor& a) {
-  Tensor out = unary_map("abs", a, [](auto x) { return std::abs(x); });
+  Tensor out = unary_map("abs", a, [](auto x) { return std::abs(x); }, {UnaryOp::abs});
   if (!needs_grad({&a})) return out;
   SavedTensor sa(a);
   return record_unary("abs", a, out, [sa](const Tensor& g) {
     return binary_map<true>("abs_backward", g, sa.unpack("abs"),
-                      [](auto gy, auto x) { return x > 0 ? gy : (x < 0 ? -gy : decltype(gy)(0)); });
+                      [](auto gy, auto x) { return x > 0 ? gy : (x < 0 ? -gy : decltype(gy)(0)); },
+                      cuda_op(UnaryBackwardOp::abs));
   });
 }
 
@@ -256,14 +271,14 @@ Tensor clamp(const Tensor& a, std::optional<double> lo, std::optional<double> hi
   Tensor out = unary_map("clamp", a, [l, h](auto x) {
     using A = decltype(x);
     return x < A(l) ? A(l) : (x > A(h) ? A(h) : x);
-  });
+  }, {UnaryOp::clamp, {0.0, l, h}});
   if (!needs_grad({&a})) return out;
   SavedTensor sa(a);
   return record_unary("clamp", a, out, [sa, l, h](const Tensor& g) {
     return binary_map<true>("clamp_backward", g, sa.unpack("clamp"), [l, h](auto gy, auto x) {
       using A = decltype(x);
       return (x >= A(l) && x <= A(h)) ? gy : decltype(gy)(0);
-    });
+    }, cuda_op(UnaryBackwardOp::clamp, l, h));
   });
 }
 
@@ -275,7 +290,9 @@ Tensor where_impl(const char* op, const Tensor& cond, const Tensor& a, const Ten
   ops::check_same_dtype(op, {{"a", &a}, {"b", &b}});
   CIUIC_CHECK(cond.dtype() == DType::boolean || cond.dtype() == DType::u8, DTypeError, op, "condition is ",
               describe(cond), "; expected a bool or u8 mask");
-  ops::require_cpu(op, {&cond, &a, &b});
+#ifdef CIUIC_WITH_CUDA
+  if (a.device().is_cuda()) return ops::cuda_where(op, cond, a, b);
+#endif
   Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), op), b.shape(), op);
   Tensor out = make_tensor(shape, a.dtype(), a.device());
   dispatch_dtype(a.dtype(), op, [&](auto tag) {
@@ -319,13 +336,15 @@ Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
 }
 
 Tensor eq(const Tensor& a, const Tensor& b) {
-  return binary_map("eq", a, b, [](auto x, auto y) { return x == y; }, true);
+  return binary_map("eq", a, b, [](auto x, auto y) { return x == y; }, cuda_op(CompareOp::eq), true);
 }
 Tensor gt(const Tensor& a, double s) {
-  return binary_map("gt", a, ops::scalar_like(a, s), [](auto x, auto y) { return x > y; }, true);
+  return binary_map(
+      "gt", a, ops::scalar_like(a, s), [](auto x, auto y) { return x > y; }, cuda_op(CompareOp::gt), true);
 }
 Tensor lt(const Tensor& a, double s) {
-  return binary_map("lt", a, ops::scalar_like(a, s), [](auto x, auto y) { return x < y; }, true);
+  return binary_map(
+      "lt", a, ops::scalar_like(a, s), [](auto x, auto y) { return x < y; }, cuda_op(CompareOp::lt), true);
 }
 
 // ---- operators ----

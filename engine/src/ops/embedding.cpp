@@ -3,11 +3,20 @@
 // zeros (V, C) in index order (row-major over indices), so repeated indices
 // accumulate and the result is deterministic. f16/bf16 gradients are summed in
 // f32 and rounded once.
+//
+// On CUDA: the embedding kernels. The gather counts indices outside [0, V) on the
+// device; one 8-byte read after it (a host sync) raises the CPU's IndexError. The
+// backward is the kernel's deterministic scatter-add (index order, as the CPU).
 #include <algorithm>
 #include <cstring>
 
 #include "acc_data.h"
 #include "op_util.h"
+
+#ifdef CIUIC_WITH_CUDA
+#include "ciuic/kernels/embedding.h"
+#include "ciuic/stream.h"
+#endif
 
 namespace ciuic {
 
@@ -31,6 +40,37 @@ std::vector<std::int64_t> checked_indices(const Tensor& indices, const Tensor& w
   return idx;
 }
 
+#ifdef CIUIC_WITH_CUDA
+// idx: the indices, contiguous on weight's device; out: (idx..., C).
+Tensor embedding_forward_cuda(const Tensor& weight, const Tensor& idx, const Tensor& indices) {
+  const std::int64_t V = weight.shape()[0], C = weight.shape()[1];
+  const Device dev = weight.device();
+  Tensor w = weight.detach().contiguous();
+  Shape out_shape = idx.shape();
+  out_shape.push_back(C);
+  DeviceGuard guard(dev);
+  Tensor out = make_tensor(out_shape, weight.dtype(), dev);
+  Tensor bad = zeros({1}, TensorOptions(DType::i64).device(dev));
+  kernels::embedding_forward(out.data_ptr(), w.data_ptr(), weight.dtype(), V, C, idx.data_ptr(), idx.dtype(),
+                             idx.numel(), static_cast<std::int64_t*>(bad.data_ptr()), current_stream(dev));
+  if (bad.item() != 0) checked_indices(indices.to(Device::cpu()), weight);  // IndexError naming the first bad one
+  return out;
+}
+
+// grad_weight (V, C) from g (idx..., C).
+Tensor embedding_backward_cuda(const Tensor& g, const Tensor& idx, std::int64_t V, std::int64_t C) {
+  const Device dev = g.device();
+  Tensor gc = g.detach().contiguous();
+  DeviceGuard guard(dev);
+  Tensor gw = make_tensor({V, C}, g.dtype(), dev);
+  const std::size_t bytes = kernels::embedding_backward_workspace_bytes(g.dtype(), V, C, true);
+  Tensor ws = ops::cuda_workspace(dev, bytes);
+  kernels::embedding_backward(gw.data_ptr(), gc.data_ptr(), g.dtype(), V, C, idx.data_ptr(), idx.dtype(),
+                              idx.numel(), true, ws.defined() ? ws.data_ptr() : nullptr, bytes, current_stream(dev));
+  return gw;
+}
+#endif
+
 }  // namespace
 
 Tensor embedding(const Tensor& weight, const Tensor& indices) {
@@ -40,9 +80,18 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
   ops::check_floating(op, "weight", weight);
   ops::check_dim_count(op, "weight", weight, 2);
   ops::check_index_dtype(op, "indices", indices);
-  ops::require_cpu(op, {&weight, &indices});
-  // A CUDA path goes here: if (weight.device().is_cuda()) return cuda gather + scatter-add backward.
   const std::int64_t V = weight.shape()[0], C = weight.shape()[1];
+#ifdef CIUIC_WITH_CUDA
+  if (weight.device().is_cuda()) {
+    Tensor idx = indices.detach().clone();  // a private copy: later in-place changes do not reach backward
+    Tensor out = embedding_forward_cuda(weight, idx, indices);
+    if (needs_grad({&weight}))
+      record(op, {weight, indices}, {out}, [idx, V, C](const GradList& g) {
+        return GradList{embedding_backward_cuda(g[0], idx, V, C), Tensor()};
+      });
+    return out;
+  }
+#endif
   std::vector<std::int64_t> idx = checked_indices(indices, weight);
   Shape out_shape = indices.shape();
   out_shape.push_back(C);

@@ -9,6 +9,14 @@
 //   d loss / d logits_r = (softmax(logits_r) - onehot(t_r)) * g / count, 0 for ignored rows.
 // mse_loss(input, target): mean((input - target)^2) over equal shapes (no broadcasting),
 //   in the input dtype; d/d input = 2 (input - target) g / n, d/d target = the negation.
+//
+// On CUDA: cross_entropy runs the fused kernel, once for the per-row losses (their
+// sum and the division by count are the sum and div ops) and again in backward for
+// the gradient, which recomputes the row's log-sum-exp instead of keeping (N, C)
+// probabilities. The targets are checked on the host first (one copy, the CPU's
+// IndexError), which also gives count. mse_loss is sub, mul and sum in acc_t
+// (f32 for f16/bf16), rounded to the input dtype at the end.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -16,6 +24,11 @@
 
 #include "acc_data.h"
 #include "op_util.h"
+
+#ifdef CIUIC_WITH_CUDA
+#include "ciuic/kernels/cross_entropy.h"
+#include "ciuic/stream.h"
+#endif
 
 namespace ciuic {
 
@@ -86,6 +99,61 @@ void cross_entropy_backward_rows(const A* x, const std::vector<std::int64_t>& t,
   }
 }
 
+#ifdef CIUIC_WITH_CUDA
+Tensor cross_entropy_cuda(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index) {
+  const char* op = "cross_entropy";
+  const std::int64_t C = logits.shape().back();
+  const std::vector<std::int64_t> host_t = checked_targets(targets.to(Device::cpu()), logits, C, ignore_index);
+  const std::int64_t N = static_cast<std::int64_t>(host_t.size());
+  const std::int64_t count =
+      std::count_if(host_t.begin(), host_t.end(), [&](std::int64_t v) { return v != ignore_index; });
+  const Device dev = logits.device();
+  const DType loss_dt = logits.dtype() == DType::f64 ? DType::f64 : DType::f32;  // also the kernel's row type
+  Tensor x = logits.detach().contiguous();
+  Tensor t = targets.detach().clone();  // private, contiguous: later in-place changes do not reach backward
+  Tensor loss_rows;
+  {
+    DeviceGuard guard(dev);
+    loss_rows = make_tensor({N}, loss_dt, dev);
+    kernels::cross_entropy_forward_backward(loss_rows.data_ptr(), nullptr, nullptr, x.data_ptr(), x.dtype(),
+                                            t.data_ptr(), t.dtype(), N, C, ignore_index, 0.0, current_stream(dev));
+  }
+  Tensor loss = div(sum(loss_rows), static_cast<double>(count));  // count == 0: 0 / 0 = nan, as the CPU
+  if (!needs_grad({&logits})) return loss;
+
+  SavedTensor sx(logits);
+  record(op, {logits, targets}, {loss}, [=](const GradList& g) {
+    Tensor xs = sx.unpack(op).contiguous();
+    const double gscale = count == 0 ? 0.0 : g[0].item() / static_cast<double>(count);
+    DeviceGuard guard(dev);
+    Tensor gx = make_tensor(xs.shape(), xs.dtype(), dev);
+    kernels::cross_entropy_forward_backward(nullptr, nullptr, gx.data_ptr(), xs.data_ptr(), xs.dtype(),
+                                            t.data_ptr(), t.dtype(), N, C, ignore_index, gscale,
+                                            current_stream(dev));
+    return GradList{gx, Tensor()};
+  });
+  return loss;
+}
+
+Tensor mse_loss_cuda(const Tensor& input, const Tensor& target) {
+  const char* op = "mse_loss";
+  const DType dt = input.dtype(), acc = dt == DType::f64 ? DType::f64 : DType::f32;
+  const std::int64_t n = input.numel();
+  Tensor d = sub(input.detach().to(acc), target.detach().to(acc));
+  Tensor loss = div(sum(mul(d, d)), static_cast<double>(n)).to(dt);  // n == 0: nan
+  if (!needs_grad({&input, &target})) return loss;
+
+  SavedTensor sa(input), sb(target);
+  const bool want_a = input.requires_grad(), want_b = target.requires_grad();
+  record(op, {input, target}, {loss}, [=](const GradList& g) {
+    const double scale = 2.0 * g[0].item() / static_cast<double>(n);
+    Tensor ga = mul(sub(sa.unpack(op).to(acc), sb.unpack(op).to(acc)), scale).to(dt);
+    return GradList{want_a ? ga : Tensor(), want_b ? neg(ga) : Tensor()};
+  });
+  return loss;
+}
+#endif
+
 }  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index) {
@@ -99,8 +167,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
   Shape lead(logits.shape().begin(), logits.shape().end() - 1);
   CIUIC_CHECK(targets.shape() == lead, ShapeError, op, "targets ", describe(targets), " do not fit logits ",
               describe(logits), "; expected targets of shape ", shape_str(lead), " (the logits' shape without C)");
-  ops::require_cpu(op, {&logits, &targets});
-  // A CUDA path goes here: if (logits.device().is_cuda()) return cuda forward + backward.
+#ifdef CIUIC_WITH_CUDA
+  if (logits.device().is_cuda()) return cross_entropy_cuda(logits, targets, ignore_index);
+#endif
   const std::int64_t C = logits.shape().back();
   auto tgt = std::make_shared<const std::vector<std::int64_t>>(checked_targets(targets, logits, C, ignore_index));
   const DType loss_dt = logits.dtype() == DType::f64 ? DType::f64 : DType::f32;
@@ -151,8 +220,9 @@ Tensor mse_loss(const Tensor& input, const Tensor& target) {
   CIUIC_CHECK(input.shape() == target.shape(), ShapeError, op, "shapes differ (",
               ops::describe_all({{"input", &input}, {"target", &target}}),
               "); expected equal shapes (mse_loss does not broadcast)");
-  ops::require_cpu(op, {&input, &target});
-  // A CUDA path goes here: if (input.device().is_cuda()) return cuda forward + backward.
+#ifdef CIUIC_WITH_CUDA
+  if (input.device().is_cuda()) return mse_loss_cuda(input, target);
+#endif
   const std::int64_t n = input.numel();
   double s = 0;
   dispatch_floating(input.dtype(), op, [&](auto tag) {

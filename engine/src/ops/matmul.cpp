@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "cpu_gemm.h"
+#include "ciuic/amp.h"
 #include "ciuic/checkpoint.h"
 #include "op_util.h"
 
@@ -106,6 +107,7 @@ Tensor bmm(const Tensor& a_in, const Tensor& b_in, const Shape& batch) {
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
+  if (auto c = amp::autocast_args({&a, &b})) return matmul((*c)[0], (*c)[1]);
   const char* op = "matmul";
   ops::check_defined(op, {{"a", &a}, {"b", &b}});
   ops::check_same_device(op, {{"a", &a}, {"b", &b}});
@@ -200,6 +202,7 @@ void linear_cpu(const Tensor& x2, const Tensor& w, const Tensor& bias, const Ten
 }  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  if (auto c = amp::autocast_args({&x, &weight, &bias})) return linear((*c)[0], (*c)[1], (*c)[2]);
   const char* op = "linear";
   ops::check_defined(op, {{"input", &x}, {"weight", &weight}});
   ops::check_same_device(op, {{"input", &x}, {"weight", &weight}, {"bias", &bias}});

@@ -11,11 +11,18 @@
 //   gw   = sum_rows gy * xhat,  gb = sum_rows gy
 // Row sums are accumulated in f64. The backward is a loop, not ops: it gives
 // first-order gradients only (no double backward through these nodes).
+// On CUDA the same math runs in the layernorm kernels (row sums in f32 for
+// f32/f16/bf16, f64 for f64; mean/rstd saved in that type, as on the CPU).
 #include <cmath>
 #include <optional>
 
 #include "acc_data.h"
 #include "op_util.h"
+
+#ifdef CIUIC_WITH_CUDA
+#include "ciuic/kernels/layernorm.h"
+#include "ciuic/stream.h"
+#endif
 
 namespace ciuic {
 
@@ -45,7 +52,6 @@ NormDims check_norm_args(const char* op, const Tensor& x, const Shape& normalize
                 describe(*t), "; expected shape normalized_shape ", shape_str(normalized_shape));
   }
   CIUIC_CHECK(eps > 0, ValueError, op, "eps = ", eps, "; expected eps > 0");
-  ops::require_cpu(op, {&x, &weight, &bias});
   NormDims d;
   d.cols = shape_numel(normalized_shape);
   d.rows = d.cols == 0 ? 0 : x.numel() / d.cols;
@@ -168,12 +174,78 @@ GradList norm_backward_cpu(const char* op, bool centered, const Tensor& gy, cons
   return out;
 }
 
+#ifdef CIUIC_WITH_CUDA
+void* ptr_or_null(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+Tensor contiguous_or_undefined(const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); }
+
+NormForward norm_forward_cuda(bool centered, const Tensor& x, const Tensor& weight, const Tensor& bias, NormDims d,
+                              double eps) {
+  Tensor xc = x.detach().contiguous(), wc = contiguous_or_undefined(weight), bc = contiguous_or_undefined(bias);
+  const Device dev = x.device();
+  const DType acc = x.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  DeviceGuard guard(dev);
+  NormForward res;
+  res.y = make_tensor(x.shape(), x.dtype(), dev);
+  res.rstd = make_tensor({d.rows}, acc, dev);
+  if (centered) {
+    res.mean = make_tensor({d.rows}, acc, dev);
+    kernels::layer_norm_forward(res.y.data_ptr(), res.mean.data_ptr(), res.rstd.data_ptr(), xc.data_ptr(),
+                                ptr_or_null(wc), ptr_or_null(bc), x.dtype(), d.rows, d.cols, eps,
+                                current_stream(dev));
+  } else {
+    kernels::rms_norm_forward(res.y.data_ptr(), res.rstd.data_ptr(), xc.data_ptr(), ptr_or_null(wc), x.dtype(),
+                              d.rows, d.cols, eps, current_stream(dev));
+  }
+  return res;
+}
+
+GradList norm_backward_cuda(bool centered, const Tensor& gy, const Tensor& x, const Tensor& weight,
+                            const Tensor& mean, const Tensor& rstd, const Shape& normalized_shape, NormDims d,
+                            bool want_x, bool want_w, bool want_b) {
+  Tensor gc = gy.detach().contiguous(), xc = x.detach().contiguous(), wc = contiguous_or_undefined(weight);
+  const Device dev = x.device();
+  DeviceGuard guard(dev);
+  GradList out(3);
+  if (want_x) out[0] = make_tensor(x.shape(), x.dtype(), dev);
+  if (want_w) out[1] = make_tensor(normalized_shape, x.dtype(), dev);
+  if (want_b) out[2] = make_tensor(normalized_shape, x.dtype(), dev);
+  const std::size_t bytes = kernels::norm_backward_workspace_bytes(x.dtype(), d.rows, d.cols);
+  Tensor ws = ops::cuda_workspace(dev, bytes);
+  if (centered)
+    kernels::layer_norm_backward(ptr_or_null(out[0]), ptr_or_null(out[1]), ptr_or_null(out[2]), gc.data_ptr(),
+                                 xc.data_ptr(), ptr_or_null(wc), mean.data_ptr(), rstd.data_ptr(), x.dtype(), d.rows,
+                                 d.cols, ptr_or_null(ws), bytes, current_stream(dev));
+  else
+    kernels::rms_norm_backward(ptr_or_null(out[0]), ptr_or_null(out[1]), gc.data_ptr(), xc.data_ptr(),
+                               ptr_or_null(wc), rstd.data_ptr(), x.dtype(), d.rows, d.cols, ptr_or_null(ws), bytes,
+                               current_stream(dev));
+  return out;
+}
+#endif
+
+NormForward norm_forward(const char* op, bool centered, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                         NormDims d, double eps) {
+#ifdef CIUIC_WITH_CUDA
+  if (x.device().is_cuda()) return norm_forward_cuda(centered, x, weight, bias, d, eps);
+#endif
+  return norm_forward_cpu(op, centered, x, weight, bias, d, eps);
+}
+
+GradList norm_backward(const char* op, bool centered, const Tensor& gy, const Tensor& x, const Tensor& weight,
+                       const Tensor& mean, const Tensor& rstd, const Shape& normalized_shape, NormDims d, bool want_x,
+                       bool want_w, bool want_b) {
+#ifdef CIUIC_WITH_CUDA
+  if (x.device().is_cuda())
+    return norm_backward_cuda(centered, gy, x, weight, mean, rstd, normalized_shape, d, want_x, want_w, want_b);
+#endif
+  return norm_backward_cpu(op, centered, gy, x, weight, mean, rstd, normalized_shape, d, want_x, want_w, want_b);
+}
+
 // The shared op: layer_norm (centered, with bias) and rms_norm.
 Tensor norm_op(const char* op, bool centered, const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
                const Tensor& bias, double eps) {
   NormDims d = check_norm_args(op, x, normalized_shape, weight, bias, eps);
-  // A CUDA path goes here: if (x.device().is_cuda()) return cuda forward + backward.
-  NormForward f = norm_forward_cpu(op, centered, x, weight, bias, d, eps);
+  NormForward f = norm_forward(op, centered, x, weight, bias, d, eps);
   if (!needs_grad({&x, &weight, &bias})) return f.y;
   const bool want_x = x.requires_grad(), want_w = weight.defined() && weight.requires_grad();
   const bool want_b = bias.defined() && bias.requires_grad();
@@ -183,8 +255,8 @@ Tensor norm_op(const char* op, bool centered, const Tensor& x, const Shape& norm
   if (centered) inputs.push_back(bias);
   record(op, inputs, {f.y},
          [=, mean = f.mean, rstd = f.rstd](const GradList& g) {
-           GradList gr = norm_backward_cpu(op, centered, g[0], sx.unpack(op), sw.defined() ? sw.unpack(op) : Tensor(),
-                                           mean, rstd, ns, d, want_x, want_w, want_b);
+           GradList gr = norm_backward(op, centered, g[0], sx.unpack(op), sw.defined() ? sw.unpack(op) : Tensor(),
+                                       mean, rstd, ns, d, want_x, want_w, want_b);
            if (!centered) gr.pop_back();
            return gr;
          });

@@ -2,6 +2,10 @@
 
 #include <algorithm>
 
+#ifdef CIUIC_WITH_CUDA
+#include "ciuic/stream.h"
+#endif
+
 namespace ciuic::ops {
 
 std::string describe_all(std::initializer_list<std::pair<const char*, const Tensor*>> ts) {
@@ -73,6 +77,33 @@ std::vector<std::int64_t> wrap_dims(const char* op, const std::vector<std::int64
   return out;
 }
 
+ReduceView reduce_view(const Tensor& a, const std::vector<std::int64_t>& dims) {
+  ReduceView v;
+  const Shape& shape = a.shape();
+  const bool adjacent = dims.empty() || dims.back() - dims.front() + 1 == static_cast<std::int64_t>(dims.size());
+  if (adjacent) {
+    const std::int64_t first = dims.empty() ? 0 : dims.front(), last = dims.empty() ? -1 : dims.back();
+    for (std::int64_t d = 0; d < static_cast<std::int64_t>(shape.size()); ++d)
+      (d < first ? v.outer : d > last ? v.inner : v.reduce) *= shape[d];
+    v.x = a.detach().contiguous();
+    return v;
+  }
+  Shape perm;
+  std::size_t k = 0;
+  for (std::int64_t d = 0; d < static_cast<std::int64_t>(shape.size()); ++d) {
+    if (k < dims.size() && dims[k] == d) {
+      ++k;
+      v.reduce *= shape[d];
+    } else {
+      perm.push_back(d);
+      v.outer *= shape[d];
+    }
+  }
+  perm.insert(perm.end(), dims.begin(), dims.end());
+  v.x = a.detach().permute(perm).contiguous();
+  return v;
+}
+
 void require_cpu(const char* op, std::initializer_list<const Tensor*> ts) {
   for (const Tensor* t : ts)
     CIUIC_CHECK(!t->defined() || t->device().is_cpu(), NotImplementedError, op, "no CUDA kernel yet for ", describe(*t),
@@ -80,5 +111,165 @@ void require_cpu(const char* op, std::initializer_list<const Tensor*> ts) {
 }
 
 Tensor scalar_like(const Tensor& t, double v) { return full({}, v, TensorOptions(t.dtype()).device(t.device())); }
+
+#ifdef CIUIC_WITH_CUDA
+
+namespace {
+
+namespace k = kernels;
+
+// Layouts over one output shape for operands with the given (broadcast) strides,
+// with size-1 dims dropped and adjacent dims merged where every operand allows it
+// (outer stride == inner stride * inner size). Fewer dims make the index math
+// cheaper, and contiguous operands become one dim, which the kernels' vector path needs.
+std::vector<StridedLayout> merged_layouts(const char* op, const Shape& shape, const std::vector<Shape>& strides) {
+  Shape sizes;
+  std::vector<Shape> st(strides.size());
+  for (std::size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    bool merge = !sizes.empty();
+    for (std::size_t k = 0; merge && k < strides.size(); ++k) merge = st[k].back() == strides[k][d] * shape[d];
+    if (merge) {
+      sizes.back() *= shape[d];
+      for (std::size_t k = 0; k < strides.size(); ++k) st[k].back() = strides[k][d];
+    } else {
+      sizes.push_back(shape[d]);
+      for (std::size_t k = 0; k < strides.size(); ++k) st[k].push_back(strides[k][d]);
+    }
+  }
+  CIUIC_CHECK(sizes.size() <= static_cast<std::size_t>(kMaxDims), NotImplementedError, op, "a CUDA view of ",
+              shape.size(), " dims (", shape_str(shape), ") whose strides do not merge into ", kMaxDims,
+              " or fewer; expected contiguous() inputs");
+  std::vector<StridedLayout> out(strides.size());
+  for (std::size_t k = 0; k < strides.size(); ++k) {
+    out[k].ndim = static_cast<int>(sizes.size());
+    for (std::size_t d = 0; d < sizes.size(); ++d) {
+      out[k].shape[d] = sizes[d];
+      out[k].strides[d] = st[k][d];
+    }
+  }
+  return out;
+}
+
+void* stream_of(const Tensor& t) { return current_stream(t.device()); }
+
+Tensor launch_binary(const char* op, k::BinaryOp bop, const Tensor& a, const Tensor& b) {
+  Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
+  DeviceGuard guard(a.device());
+  Tensor out = make_tensor(shape, a.dtype(), a.device());
+  auto ls = merged_layouts(op, shape, {detail::broadcast_strides(a, shape), detail::broadcast_strides(b, shape)});
+  k::binary(bop, out.data_ptr(), a.data_ptr(), ls[0], b.data_ptr(), ls[1], a.dtype(), out.numel(), stream_of(a));
+  return out;
+}
+
+// grad_x = f(grad, saved), both broadcast to their common shape.
+Tensor launch_unary_backward(const char* op, k::UnaryBackwardOp bop, const Tensor& grad, const Tensor& saved,
+                             double lo, double hi) {
+  Shape shape = broadcast_shapes(grad.shape(), saved.shape(), op);
+  DeviceGuard guard(saved.device());
+  Tensor out = make_tensor(shape, saved.dtype(), saved.device());
+  auto ls = merged_layouts(op, shape,
+                           {detail::broadcast_strides(grad, shape), detail::broadcast_strides(saved, shape)});
+  k::unary_backward(bop, out.data_ptr(), grad.data_ptr(), ls[0], saved.data_ptr(), ls[1], saved.dtype(),
+                    out.numel(), lo, hi, stream_of(saved));
+  return out;
+}
+
+// 1 where `cmp` holds and 0 elsewhere (also where either side is nan), in a's
+// dtype when floating, else in f64 (exact for integers below 2^53), built from
+// the elementwise kernels:
+//   [d > 0]       relu_backward(1, d)        (nan -> 0)
+//   [t not nan]   clamp_backward(1, t, -inf, inf)
+//   x > y  = [x - y > 0]         (inf - inf = nan -> 0; a rounded difference of
+//                                 distinct values never becomes 0, overflow gives inf)
+//   x >= y = [x ok][y ok] - [y - x > 0]
+//   x == y = [x ok][y ok] - [|x - y| > 0]   (equal infinities: nan -> 0 -> equal)
+Tensor compare_indicator(const char* op, CompareOp cmp, const Tensor& a, const Tensor& b) {
+  const DType ft = is_floating(a.dtype()) ? a.dtype() : DType::f64;
+  const Tensor x = a.detach().to(ft), y = b.detach().to(ft);
+  const Tensor one = full({}, 1.0, TensorOptions(ft).device(a.device()));
+  auto sub = [&](const Tensor& p, const Tensor& q) { return launch_binary(op, k::BinaryOp::sub, p, q); };
+  auto positive = [&](const Tensor& d) {
+    return launch_unary_backward(op, k::UnaryBackwardOp::relu, one, d, -INFINITY, INFINITY);
+  };
+  auto both_ordered = [&] {
+    auto ordered = [&](const Tensor& t) {
+      return launch_unary_backward(op, k::UnaryBackwardOp::clamp, one, t, -INFINITY, INFINITY);
+    };
+    return launch_binary(op, k::BinaryOp::mul, ordered(x), ordered(y));
+  };
+  switch (cmp) {
+    case CompareOp::gt: return positive(sub(x, y));
+    case CompareOp::lt: return positive(sub(y, x));
+    case CompareOp::ge: return sub(both_ordered(), positive(sub(y, x)));
+    case CompareOp::le: return sub(both_ordered(), positive(sub(x, y)));
+    case CompareOp::eq: return sub(both_ordered(), positive(cuda_unary(op, sub(x, y), {k::UnaryOp::abs})));
+  }
+  detail::fail<ValueError>(op, "unknown comparison ", static_cast<int>(cmp));
+}
+
+}  // namespace
+
+StridedLayout cuda_layout(const char* op, const Tensor& t, const Shape& shape) {
+  CIUIC_CHECK(shape.size() <= static_cast<std::size_t>(kMaxDims), NotImplementedError, op, "a CUDA view of ",
+              shape.size(), " dims (", shape_str(shape), "); expected at most ", kMaxDims,
+              " dims (call contiguous() or reshape first)");
+  Shape st = detail::broadcast_strides(t, shape);
+  StridedLayout l;
+  l.ndim = static_cast<int>(shape.size());
+  for (std::size_t d = 0; d < shape.size(); ++d) {
+    l.shape[d] = shape[d];
+    l.strides[d] = st[d];
+  }
+  return l;
+}
+
+Tensor cuda_workspace(Device d, std::size_t bytes) {
+  return bytes == 0 ? Tensor() : make_tensor({static_cast<std::int64_t>(bytes)}, DType::u8, d);
+}
+
+Tensor cuda_unary(const char* op, const Tensor& a, const CudaUnary& ku) {
+  DeviceGuard guard(a.device());
+  Tensor out = make_tensor(a.shape(), a.dtype(), a.device());
+  auto ls = merged_layouts(op, a.shape(), {a.strides()});
+  k::unary(ku.op, out.data_ptr(), a.data_ptr(), ls[0], a.dtype(), a.numel(), ku.args, stream_of(a));
+  return out;
+}
+
+Tensor cuda_binary(const char* op, const Tensor& a, const Tensor& b, const CudaBinary& kb, bool out_bool) {
+  switch (kb.kind) {
+    case CudaBinary::Kind::compare: {
+      broadcast_shapes(a.shape(), b.shape(), op);  // ShapeError naming op before any launch
+      Tensor ind = compare_indicator(op, kb.compare, a, b);
+      return ind.to(out_bool ? DType::boolean : a.dtype());
+    }
+    case CudaBinary::Kind::activation_backward:
+      check_floating(op, "a", a);
+      return launch_unary_backward(op, kb.backward, a, b, kb.lo, kb.hi);
+    case CudaBinary::Kind::binary: {
+      const bool int_ok = kb.binary != k::BinaryOp::div && kb.binary != k::BinaryOp::pow;
+      CIUIC_CHECK(is_floating(a.dtype()) || (int_ok && (a.dtype() == DType::i32 || a.dtype() == DType::i64)),
+                  DTypeError, op, "no CUDA kernel for ", describe_all({{"a", &a}, {"b", &b}}), "; expected ",
+                  int_ok ? "f32, f16, bf16, f64, i32 or i64" : "a floating dtype (f32, f16, bf16, f64)",
+                  " on CUDA (convert with .to(dtype))");
+      return launch_binary(op, kb.binary, a, b);
+    }
+  }
+  detail::fail<ValueError>(op, "unknown CUDA map kind ", static_cast<int>(kb.kind));
+}
+
+Tensor cuda_where(const char* op, const Tensor& cond, const Tensor& a, const Tensor& b) {
+  Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), op), b.shape(), op);
+  DeviceGuard guard(a.device());
+  Tensor out = make_tensor(shape, a.dtype(), a.device());
+  auto ls = merged_layouts(op, shape,
+                           {detail::broadcast_strides(cond, shape), detail::broadcast_strides(a, shape),
+                            detail::broadcast_strides(b, shape)});
+  k::where(out.data_ptr(), cond.data_ptr(), ls[0], a.data_ptr(), ls[1], b.data_ptr(), ls[2], a.dtype(), out.numel(),
+           stream_of(a));
+  return out;
+}
+
+#endif  // CIUIC_WITH_CUDA
 
 }  // namespace ciuic::ops

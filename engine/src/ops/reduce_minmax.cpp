@@ -1,12 +1,19 @@
 // var, max (along a dim and over everything) and argmax. CPU references:
 // var accumulates in f64 in two passes (mean, then squared deviations) and rounds
 // once; max compares in acc_t<T> and treats nan as larger than everything, so a
-// nan propagates and its (first) index is returned, as in PyTorch.
+// nan propagates and its (first) index is returned, as in PyTorch. On CUDA the
+// reduce kernels do the same: var by Welford's method (f32 accumulation for
+// f32/f16/bf16), max with nan largest and ties to the first index.
 #include <cmath>
 #include <memory>
 #include <tuple>
 
 #include "op_util.h"
+
+#ifdef CIUIC_WITH_CUDA
+#include "ciuic/kernels/reduce.h"
+#include "ciuic/stream.h"
+#endif
 
 namespace ciuic {
 
@@ -91,6 +98,55 @@ std::pair<Tensor, Tensor> max_dim_cpu(const char* op, const Tensor& a, std::int6
   return {values, indices};
 }
 
+#ifdef CIUIC_WITH_CUDA
+// max_dim_cpu on a CUDA tensor. bool is reduced as u8 (the kernel has no bool).
+std::pair<Tensor, Tensor> max_dim_cuda(const char* op, const Tensor& a, std::int64_t d, bool keepdim) {
+  auto [outer, n, inner] = split_at(a.shape(), d);
+  CIUIC_CHECK(n > 0, ShapeError, op, "cannot reduce over dim ", d, " of size 0 in ", describe(a),
+              "; expected a non-empty dim");
+  Tensor x = a.detach().contiguous();
+  if (x.dtype() == DType::boolean) x = x.to(DType::u8);
+  Shape kshape = a.dim() == 0 ? Shape{} : reduced_shape(a.shape(), {d}, true);
+  DeviceGuard guard(a.device());
+  Tensor values = make_tensor(kshape, x.dtype(), a.device());
+  Tensor indices = make_tensor(kshape, DType::i64, a.device());
+  const std::size_t bytes = kernels::reduce_workspace_bytes(kernels::ReduceOp::max, x.dtype(), outer, n, inner);
+  Tensor ws = ops::cuda_workspace(a.device(), bytes);
+  kernels::reduce_max(values.data_ptr(), static_cast<std::int64_t*>(indices.data_ptr()), x.data_ptr(), x.dtype(),
+                      outer, n, inner, ws.defined() ? ws.data_ptr() : nullptr, bytes, current_stream(a.device()));
+  if (a.dtype() == DType::boolean) values = values.to(DType::boolean);
+  if (!keepdim && a.dim() > 0) {
+    Shape s = reduced_shape(a.shape(), {d}, false);
+    values = values.view(s);
+    indices = indices.view(s);
+  }
+  return {values, indices};
+}
+
+// var_cpu on a CUDA tensor: (variance, mean) with the keepdim shape.
+std::pair<Tensor, Tensor> var_cuda(const Tensor& a, const std::vector<std::int64_t>& dims, int correction) {
+  ops::ReduceView v = ops::reduce_view(a, dims);
+  Shape kshape = reduced_shape(a.shape(), dims, true);
+  DeviceGuard guard(a.device());
+  Tensor var_out = make_tensor(kshape, a.dtype(), a.device());
+  Tensor mean_out = make_tensor(kshape, a.dtype(), a.device());
+  const std::size_t bytes =
+      kernels::reduce_workspace_bytes(kernels::ReduceOp::var, a.dtype(), v.outer, v.reduce, v.inner);
+  Tensor ws = ops::cuda_workspace(a.device(), bytes);
+  kernels::reduce_var(var_out.data_ptr(), mean_out.data_ptr(), v.x.data_ptr(), a.dtype(), v.outer, v.reduce,
+                      v.inner, correction, ws.defined() ? ws.data_ptr() : nullptr, bytes,
+                      current_stream(a.device()));
+  return {var_out, mean_out};
+}
+#endif
+
+std::pair<Tensor, Tensor> max_dim(const char* op, const Tensor& a, std::int64_t d, bool keepdim) {
+#ifdef CIUIC_WITH_CUDA
+  if (a.device().is_cuda()) return max_dim_cuda(op, a, d, keepdim);
+#endif
+  return max_dim_cpu(op, a, d, keepdim);
+}
+
 // var on the CPU: returns (variance, mean), both with the keepdim shape.
 std::pair<Tensor, Tensor> var_cpu(const Tensor& a, const std::vector<std::int64_t>& dims, std::int64_t count,
                                   double denom) {
@@ -128,13 +184,16 @@ Tensor var(const Tensor& a, const std::vector<std::int64_t>& dims_in, int correc
   ops::check_floating("var", "input", a);
   CIUIC_CHECK(correction >= 0, ValueError, "var", "correction ", correction, " for ", describe(a),
               "; expected correction >= 0 (1: unbiased, 0: population)");
-  ops::require_cpu("var", {&a});
   auto dims = ops::wrap_dims("var", dims_in, a);
   std::int64_t count = 1;
   for (std::int64_t d : dims) count *= a.shape()[d];
   // As PyTorch: max(0, N - correction).
   const double denom = static_cast<double>(std::max<std::int64_t>(count - correction, 0));
+#ifdef CIUIC_WITH_CUDA
+  auto [v, mean_k] = a.device().is_cuda() ? var_cuda(a, dims, correction) : var_cpu(a.detach(), dims, count, denom);
+#else
   auto [v, mean_k] = var_cpu(a.detach(), dims, count, denom);
+#endif
   Shape out_shape = reduced_shape(a.shape(), dims, keepdim);
   Tensor out = keepdim ? v : v.view(out_shape);
   if (needs_grad({&a})) {
@@ -152,9 +211,8 @@ Tensor var(const Tensor& a, const std::vector<std::int64_t>& dims_in, int correc
 
 std::pair<Tensor, Tensor> max(const Tensor& a, std::int64_t dim, bool keepdim) {
   ops::check_defined("max", {{"input", &a}});
-  ops::require_cpu("max", {&a});
   const std::int64_t d = ops::wrap_dim("max", dim, a);
-  auto [values, indices] = max_dim_cpu("max", a, d, keepdim);
+  auto [values, indices] = max_dim("max", a, d, keepdim);
   if (needs_grad({&a})) {
     // The gradient goes to the (first) max along the dim: where(index == position, g, 0).
     Shape shape = a.shape();
@@ -175,10 +233,9 @@ std::pair<Tensor, Tensor> max(const Tensor& a, std::int64_t dim, bool keepdim) {
 
 Tensor max(const Tensor& a) {
   ops::check_defined("max", {{"input", &a}});
-  ops::require_cpu("max", {&a});
   CIUIC_CHECK(a.numel() > 0, ShapeError, "max", "cannot take the max of the empty tensor ", describe(a),
               "; expected at least one element");
-  Tensor value = max_dim_cpu("max", a.detach().reshape({-1}), 0, false).first;
+  Tensor value = max_dim("max", a.detach().reshape({-1}), 0, false).first;
   if (needs_grad({&a})) {
     // Ties share the gradient evenly (as PyTorch's full max does): g * mask / count(mask),
     // where mask marks the elements equal to the max, or the nans when the max is nan.
@@ -196,9 +253,8 @@ Tensor max(const Tensor& a) {
 
 Tensor argmax(const Tensor& a, std::int64_t dim, bool keepdim) {
   ops::check_defined("argmax", {{"input", &a}});
-  ops::require_cpu("argmax", {&a});
   const std::int64_t d = ops::wrap_dim("argmax", dim, a);
-  return max_dim_cpu("argmax", a, d, keepdim).second;
+  return max_dim("argmax", a, d, keepdim).second;
 }
 
 }  // namespace ciuic

@@ -1,6 +1,12 @@
 // sum, mean and sum_to (the backward of broadcasting). The CPU reference
-// accumulates in f64 whatever the dtype, then rounds once.
+// accumulates in f64 whatever the dtype, then rounds once; on CUDA the reduce
+// kernel accumulates in f32 (f32, f16, bf16), f64 or i64, deterministically.
 #include "op_util.h"
+
+#ifdef CIUIC_WITH_CUDA
+#include "ciuic/kernels/reduce.h"
+#include "ciuic/stream.h"
+#endif
 
 namespace ciuic {
 
@@ -38,6 +44,24 @@ Tensor sum_cpu(const char* op, const Tensor& a, const std::vector<std::int64_t>&
   return keepdim ? out : out.view(reduced_shape(a.shape(), dims, false));
 }
 
+#ifdef CIUIC_WITH_CUDA
+// sum over dims of a CUDA tensor; out has keepdim shape internally.
+Tensor sum_cuda(const char* op, const Tensor& a, const std::vector<std::int64_t>& dims, bool keepdim) {
+  const DType dt = a.dtype();
+  CIUIC_CHECK(is_floating(dt) || dt == DType::i32 || dt == DType::i64, DTypeError, op, "no CUDA sum for ",
+              describe(a), "; expected f32, f16, bf16, f64, i32 or i64 on CUDA (convert with .to(DType::i64))");
+  ops::ReduceView v = ops::reduce_view(a, dims);
+  DeviceGuard guard(a.device());
+  Tensor out = make_tensor(reduced_shape(a.shape(), dims, true), dt, a.device());
+  const auto op_kind = kernels::ReduceOp::sum;
+  const std::size_t bytes = kernels::reduce_workspace_bytes(op_kind, dt, v.outer, v.reduce, v.inner, true);
+  Tensor ws = ops::cuda_workspace(a.device(), bytes);
+  kernels::reduce_sum(op_kind, out.data_ptr(), v.x.data_ptr(), dt, v.outer, v.reduce, v.inner, true,
+                      ws.defined() ? ws.data_ptr() : nullptr, bytes, current_stream(a.device()));
+  return keepdim ? out : out.view(reduced_shape(a.shape(), dims, false));
+}
+#endif
+
 // Gradient of a reduction: g (reduced shape) broadcast back to `shape`.
 Tensor expand_back(const Tensor& g, const Shape& shape, const std::vector<std::int64_t>& dims, bool keepdim) {
   Tensor gk = keepdim ? g : g.reshape(reduced_shape(shape, dims, true));
@@ -48,11 +72,14 @@ Tensor expand_back(const Tensor& g, const Shape& shape, const std::vector<std::i
 
 Tensor sum(const Tensor& a, const std::vector<std::int64_t>& dims_in, bool keepdim) {
   ops::check_defined("sum", {{"input", &a}});
-  ops::require_cpu("sum", {&a});
   CIUIC_CHECK(a.dtype() != DType::boolean, DTypeError, "sum", "input is ", describe(a),
               "; expected a numeric dtype (convert bool with .to(DType::i64))");
   auto dims = ops::wrap_dims("sum", dims_in, a);
+#ifdef CIUIC_WITH_CUDA
+  Tensor out = a.device().is_cuda() ? sum_cuda("sum", a, dims, keepdim) : sum_cpu("sum", a, dims, keepdim);
+#else
   Tensor out = sum_cpu("sum", a, dims, keepdim);
+#endif
   if (needs_grad({&a})) {
     Shape shape = a.shape();
     record("sum", {a}, {out}, [shape, dims, keepdim](const GradList& g) {

@@ -1,11 +1,19 @@
 // cat, stack, split, chunk, index_select. split and chunk return views (narrow),
 // whose backward comes from the view; cat and index_select copy, and their
 // backward slices (cat) or scatter-adds (index_select) the gradient.
+// cat copies with copy_, so it runs on any device. On CUDA index_select is the
+// embedding gather with the selected dim first (rows of all the other dims), and
+// its backward the embedding kernel's deterministic scatter-add.
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
 
 #include "op_util.h"
+
+#ifdef CIUIC_WITH_CUDA
+#include "ciuic/kernels/embedding.h"
+#include "ciuic/stream.h"
+#endif
 
 namespace ciuic {
 
@@ -79,6 +87,56 @@ Tensor index_add_backward(const Tensor& g, const std::vector<std::int64_t>& idx,
   return gx;
 }
 
+#ifdef CIUIC_WITH_CUDA
+// t with dim d moved to the front, contiguous: (t.size(d), the other dims in order).
+Tensor dim_first(const Tensor& t, std::int64_t d) {
+  Shape perm{d};
+  for (std::int64_t i = 0; i < t.dim(); ++i)
+    if (i != d) perm.push_back(i);
+  return t.detach().permute(perm).contiguous();
+}
+// The inverse: r (k, others...) with dim 0 moved back to position d, contiguous.
+Tensor dim_back(const Tensor& r, std::int64_t d) {
+  if (d == 0) return r;
+  Shape perm;
+  for (std::int64_t i = 1; i <= d; ++i) perm.push_back(i);
+  perm.push_back(0);
+  for (std::int64_t i = d + 1; i < r.dim(); ++i) perm.push_back(i);
+  return r.permute(perm).contiguous();
+}
+
+// out (a's shape with m = idx.numel() at d) = a's rows idx[k] along d. idx: contiguous, on a's device.
+Tensor index_select_cuda(const char* op, const Tensor& a, std::int64_t d, const Tensor& idx) {
+  CIUIC_CHECK(is_floating(a.dtype()), DTypeError, op, "no CUDA kernel for ", describe(a),
+              "; expected a floating dtype (f32, f16, bf16, f64) on CUDA");
+  Tensor rows = dim_first(a, d);  // (n, others...)
+  const std::int64_t n = a.size(d), C = a.size(d) == 0 ? 0 : rows.numel() / n, m = idx.numel();
+  Shape out_shape = rows.shape();
+  out_shape[0] = m;
+  DeviceGuard guard(a.device());
+  Tensor out = make_tensor(out_shape, a.dtype(), a.device());
+  kernels::embedding_forward(out.data_ptr(), rows.data_ptr(), a.dtype(), n, C, idx.data_ptr(), idx.dtype(), m,
+                             nullptr, current_stream(a.device()));
+  return dim_back(out, d);
+}
+
+// The backward: zeros of `shape` with g's rows k added at idx[k] along d, in k order.
+Tensor index_add_backward_cuda(const Tensor& g, const Tensor& idx, const Shape& shape, std::int64_t d) {
+  Tensor grows = dim_first(g, d);  // (m, others...)
+  Shape rows_shape = grows.shape();
+  rows_shape[0] = shape[d];
+  const std::int64_t n = shape[d], C = shape_numel(rows_shape) == 0 ? 0 : shape_numel(rows_shape) / n;
+  DeviceGuard guard(g.device());
+  Tensor gx = make_tensor(rows_shape, g.dtype(), g.device());
+  const std::size_t bytes = kernels::embedding_backward_workspace_bytes(g.dtype(), n, C, true);
+  Tensor ws = ops::cuda_workspace(g.device(), bytes);
+  kernels::embedding_backward(gx.data_ptr(), grows.data_ptr(), g.dtype(), n, C, idx.data_ptr(), idx.dtype(),
+                              idx.numel(), true, ws.defined() ? ws.data_ptr() : nullptr, bytes,
+                              current_stream(g.device()));
+  return dim_back(gx, d);
+}
+#endif
+
 }  // namespace
 
 Tensor cat(const std::vector<Tensor>& ts, std::int64_t dim) {
@@ -106,7 +164,6 @@ Tensor cat(const std::vector<Tensor>& ts, std::int64_t dim) {
                   "); expected equal sizes except in the cat dim ", d);
     out_shape[d] += t.size(d);
   }
-  for (const Tensor& t : ts) ops::require_cpu(op, {&t});
 
   Tensor out = make_tensor(out_shape, r.dtype(), r.device());
   std::vector<std::int64_t> starts(ts.size(), 0);
@@ -195,8 +252,20 @@ Tensor index_select(const Tensor& a, std::int64_t dim, const Tensor& index) {
   CIUIC_CHECK(index.dim() <= 1, ShapeError, op, "index is ", describe(index), "; expected a 1-D index");
   CIUIC_CHECK(a.dim() > 0, ShapeError, op, "input is the zero-dim tensor ", describe(a), "; expected at least 1 dim");
   const std::int64_t d = ops::wrap_dim(op, dim, a);
-  ops::require_cpu(op, {&a, &index});
   std::vector<std::int64_t> idx = read_indices(op, index, a.size(d), dim, a);
+#ifdef CIUIC_WITH_CUDA
+  if (a.device().is_cuda()) {
+    Tensor idx_dev = index.detach().reshape({-1}).clone();  // private: later in-place changes do not reach backward
+    Tensor out = index_select_cuda(op, a, d, idx_dev);
+    if (needs_grad({&a})) {
+      Shape shape = a.shape();
+      record(op, {a, index}, {out}, [idx_dev, shape, d](const GradList& g) {
+        return GradList{index_add_backward_cuda(g[0], idx_dev, shape, d), Tensor()};
+      });
+    }
+    return out;
+  }
+#endif
 
   const std::int64_t m = static_cast<std::int64_t>(idx.size());
   Shape out_shape = a.shape();

@@ -9,6 +9,10 @@
 // The backward is one dedicated pass, not a composition of ops:
 //   softmax:     gx = y * (g - sum_n(g * y))
 //   log_softmax: gx = g - exp(y) * sum_n(g)
+//
+// On CUDA both passes are the softmax kernels, which work over the last dim of a
+// contiguous (rows, cols) buffer: another dim is swapped to the end first (one copy
+// in, one copy out).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -16,6 +20,11 @@
 #include <vector>
 
 #include "op_util.h"
+
+#ifdef CIUIC_WITH_CUDA
+#include "ciuic/kernels/softmax.h"
+#include "ciuic/stream.h"
+#endif
 
 namespace ciuic {
 
@@ -98,10 +107,49 @@ void softmax_backward(const T* g, const T* y, T* gx, Rows r) {
   }
 }
 
+#ifdef CIUIC_WITH_CUDA
+// t with dim d swapped to the end, contiguous (t itself when d is already last and t contiguous).
+Tensor to_last_dim(const Tensor& t, std::int64_t d) {
+  const bool swap = t.dim() > 0 && d != t.dim() - 1;
+  return (swap ? t.detach().transpose(d, -1) : t.detach()).contiguous();
+}
+// The inverse of to_last_dim for a result r computed in that layout.
+Tensor from_last_dim(const Tensor& r, std::int64_t d) {
+  const bool swap = r.dim() > 0 && d != r.dim() - 1;
+  return swap ? r.transpose(d, -1).contiguous() : r;
+}
+// (rows, cols) of the last-dim layout of a tensor of `shape`.
+std::pair<std::int64_t, std::int64_t> rows_cols(const Shape& shape, std::int64_t d) {
+  const std::int64_t cols = shape.empty() ? 1 : shape[d];
+  return {cols == 0 ? 0 : shape_numel(shape) / cols, cols};
+}
+
+Tensor softmax_forward_cuda(const Tensor& a, std::int64_t d, bool log) {
+  Tensor x = to_last_dim(a, d);
+  auto [rows, cols] = rows_cols(a.shape(), d);
+  DeviceGuard guard(a.device());
+  Tensor y = make_tensor(x.shape(), a.dtype(), a.device());
+  kernels::softmax_forward(y.data_ptr(), x.data_ptr(), a.dtype(), rows, cols, log, current_stream(a.device()));
+  return from_last_dim(y, d);
+}
+
+Tensor softmax_backward_cuda(const Tensor& g, const Tensor& y, std::int64_t d, bool log) {
+  Tensor gl = to_last_dim(g, d), yl = to_last_dim(y, d);
+  auto [rows, cols] = rows_cols(y.shape(), d);
+  DeviceGuard guard(y.device());
+  Tensor gx = make_tensor(yl.shape(), y.dtype(), y.device());
+  kernels::softmax_backward(gx.data_ptr(), gl.data_ptr(), yl.data_ptr(), y.dtype(), rows, cols, log,
+                            current_stream(y.device()));
+  return from_last_dim(gx, d);
+}
+#endif
+
 // dL/dx from g = dL/dy and the saved output y (same shape), along dim d.
 template <bool Log>
 Tensor softmax_grad(const char* op, const Tensor& g, const Tensor& y, std::int64_t d) {
-  ops::require_cpu(op, {&g, &y});
+#ifdef CIUIC_WITH_CUDA
+  if (y.device().is_cuda()) return softmax_backward_cuda(g, y, d, Log);
+#endif
   Tensor gc = g.contiguous(), yc = y.contiguous();
   Tensor gx = make_tensor(y.shape(), y.dtype(), y.device());
   dispatch_floating(y.dtype(), op, [&](auto tag) {
@@ -116,14 +164,19 @@ template <bool Log>
 Tensor softmax_impl(const char* op, const Tensor& a, std::int64_t dim) {
   ops::check_defined(op, {{"input", &a}});
   ops::check_floating(op, "input", a);
-  ops::require_cpu(op, {&a});
   const std::int64_t d = ops::wrap_dim(op, dim, a);
-  Tensor ac = a.detach().contiguous();
-  Tensor out = make_tensor(a.shape(), a.dtype(), a.device());
-  dispatch_floating(a.dtype(), op, [&](auto tag) {
-    using T = decltype(tag);
-    softmax_forward<T, Log>(detail::typed_ptr<T>(ac), detail::typed_ptr<T>(out), rows_of(a.shape(), d));
-  });
+  Tensor out;
+#ifdef CIUIC_WITH_CUDA
+  if (a.device().is_cuda()) out = softmax_forward_cuda(a, d, Log);
+#endif
+  if (!out.defined()) {
+    Tensor ac = a.detach().contiguous();
+    out = make_tensor(a.shape(), a.dtype(), a.device());
+    dispatch_floating(a.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      softmax_forward<T, Log>(detail::typed_ptr<T>(ac), detail::typed_ptr<T>(out), rows_of(a.shape(), d));
+    });
+  }
   if (needs_grad({&a})) {
     SavedTensor so(out);
     record(op, {a}, {out}, [so, d, op](const GradList& g) {

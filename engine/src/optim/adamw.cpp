@@ -1,9 +1,11 @@
 // optim::AdamW (decoupled weight decay, bias-corrected moments, optional AMSGrad).
 #include <cmath>
+#include <map>
 
 #include "ciuic/autograd.h"
 #include "ciuic/ops.h"
 #include "ciuic/optim.h"
+#include "master_weights.h"
 
 namespace ciuic::optim {
 
@@ -19,13 +21,19 @@ ParamGroup adamw_defaults(const AdamWOptions& o) {
   return g;
 }
 
-// Makes buffer `name` of s exist with p's dtype and device (zeros like p when absent).
-void ensure_moment(ParamState& s, const char* name, const Tensor& p) {
-  Tensor* b = s.buffers.find(name);
-  if (!b)
-    s.buffers.insert(name, zeros(p.shape(), TensorOptions(p.dtype()).device(p.device())));
-  else if (b->dtype() != p.dtype() || b->device() != p.device())
-    *b = b->to(p.device(), p.dtype());
+kernels::AdamWHyper hyper_of(const ParamGroup& g) {
+  kernels::AdamWHyper h;
+  h.lr = g.lr;
+  h.beta1 = g.beta1;
+  h.beta2 = g.beta2;
+  h.eps = g.eps;
+  h.weight_decay = g.weight_decay;
+  return h;
+}
+
+// The fused GPU step serves f32 and f16/bf16 parameters; f64 uses tensor ops.
+bool uses_master_math(const Tensor& p) {
+  return masters::is_half(p.dtype()) || (p.device().is_cuda() && p.dtype() == DType::f32);
 }
 }  // namespace
 
@@ -56,19 +64,77 @@ void AdamW::check_group(const ParamGroup& g) const {
               "; expected weight_decay >= 0");
 }
 
-void AdamW::step() {
+void AdamW::step() { run_step(Tensor()); }
+
+void AdamW::step(const Tensor& found_inf) {
+  masters::check_found_inf("AdamW", found_inf);
+  run_step(found_inf);
+}
+
+void AdamW::run_step(const Tensor& found_inf) {
   NoGradGuard no_grad;
+  // A host-side flag is read once, up front; a device flag is read by the fused kernels.
+  const bool device_flag = found_inf.defined() && found_inf.device().is_cuda();
+  if (found_inf.defined() && !device_flag && masters::flag_set(found_inf)) {
+    drop_master_grads();
+    return;
+  }
+  if (device_flag) begin_deferred_step(found_inf);
+  int host_skip = -1;  // device flag read on the host for parameters outside the fused path (-1: not yet)
   for (std::size_t gi = 0; gi < param_groups().size(); ++gi) {
     const ParamGroup& g = param_groups()[gi];
+    struct Batch {
+      std::vector<masters::FusedParam> items;
+      std::vector<std::size_t> index;  // of each item's parameter in the group
+    };
+    std::map<std::int64_t, Batch> fused;  // by step count
     for (std::size_t i = 0; i < g.params.size(); ++i) {
       Tensor p = g.params[i];
-      Tensor grad = p.grad();
+      Tensor grad = step_gradient(gi, i);
       if (!grad.defined()) continue;
       ParamState& s = state_for(gi, i);
+      if (p.device().is_cuda() && uses_master_math(p)) {
+        CIUIC_CHECK(!g.amsgrad, NotImplementedError, "AdamW", "amsgrad for ", describe(p),
+                    ": the fused GPU step has no amsgrad yet; expected amsgrad = false");
+        DeferredParam d{gi, i, s.step, {}};
+        if (masters::is_half(p.dtype()) && masters::ensure_master(s, p)) d.created.push_back("master");
+        for (const char* name : {"exp_avg", "exp_avg_sq"})
+          if (masters::ensure_buffer(s, name, p)) d.created.push_back(name);
+        ++s.step;
+        Tensor weight = masters::is_half(p.dtype()) ? s.buffers.at("master") : p.detach();
+        Tensor copy = masters::is_half(p.dtype()) ? p.detach() : Tensor();
+        Batch& batch = fused[s.step];
+        batch.items.push_back({weight, grad.detach().contiguous(), s.buffers.at("exp_avg"),
+                               s.buffers.at("exp_avg_sq"), copy});
+        batch.index.push_back(i);
+        if (device_flag) add_deferred(std::move(d));
+        continue;
+      }
+      if (device_flag) {
+        if (host_skip < 0) host_skip = masters::flag_set(found_inf) ? 1 : 0;
+        if (host_skip) continue;
+      }
+      const bool half = masters::is_half(p.dtype());
+      if (half || (p.dtype() == DType::f32 && g.eps > 0)) {
+        CIUIC_CHECK(g.eps > 0, ValueError, "AdamW", "eps ", g.eps, " for ", describe(p),
+                    "; expected eps > 0 with master weights (the f32 update divides by sqrt(v) + eps)");
+        const kernels::AdamWConsts c = kernels::adamw_consts(hyper_of(g), s.step + 1);
+        if (half) masters::ensure_master(s, p);
+        masters::ensure_buffer(s, "exp_avg", p);
+        masters::ensure_buffer(s, "exp_avg_sq", p);
+        if (g.amsgrad) masters::ensure_buffer(s, "max_exp_avg_sq", p);
+        const Tensor* vmax = g.amsgrad ? &s.buffers.at("max_exp_avg_sq") : nullptr;
+        masters::adamw_step_cpu(p, half ? s.buffers.at("master") : Tensor(), s.buffers.at("exp_avg"),
+                                s.buffers.at("exp_avg_sq"), vmax, grad, c);
+        if (half) masters::mark_master_synced(s, p);
+        ++s.step;
+        continue;
+      }
+      // f64 (and f32 with eps == 0): the tensor-op formula.
       const double t = static_cast<double>(++s.step);
-      ensure_moment(s, "exp_avg", p);
-      ensure_moment(s, "exp_avg_sq", p);
-      if (g.amsgrad) ensure_moment(s, "max_exp_avg_sq", p);
+      masters::ensure_buffer(s, "exp_avg", p);
+      masters::ensure_buffer(s, "exp_avg_sq", p);
+      if (g.amsgrad) masters::ensure_buffer(s, "max_exp_avg_sq", p);
       // References only after every insertion (inserting may move the buffers).
       Tensor& m = s.buffers.at("exp_avg");
       Tensor& v = s.buffers.at("exp_avg_sq");
@@ -86,7 +152,12 @@ void AdamW::step() {
       Tensor decayed = g.weight_decay != 0 ? mul(p, 1.0 - g.lr * g.weight_decay) : p;
       p.copy_(sub(decayed, mul(div(m, denom), g.lr / bc1)));
     }
+    for (auto& [step, batch] : fused) {
+      masters::fused_adamw_cuda(batch.items, hyper_of(g), step, device_flag ? found_inf : Tensor());
+      for (std::size_t i : batch.index) masters::mark_master_synced(state_for(gi, i), g.params[i]);
+    }
   }
+  drop_master_grads();
 }
 
 }  // namespace ciuic::optim

@@ -28,14 +28,14 @@ void accumulate_norm(const Tensor& g, double p, bool inf, double& acc) {
 
 }  // namespace
 
-double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type, bool error_if_nonfinite) {
+namespace {
+
+// Clips the given gradient tensors in place as one vector (see clip_grad_norm_).
+double clip_grads(const std::vector<Tensor>& grads, double max_norm, double norm_type, bool error_if_nonfinite) {
   const char* op = "clip_grad_norm_";
   CIUIC_CHECK(norm_type > 0, ValueError, op, "norm_type ", norm_type, "; expected norm_type > 0 or kInfNorm");
   CIUIC_CHECK(max_norm >= 0, ValueError, op, "max_norm ", max_norm, "; expected max_norm >= 0");
   const bool inf = std::isinf(norm_type);
-  std::vector<Tensor> grads;
-  for (const Tensor& p : params)
-    if (p.defined() && p.grad().defined()) grads.push_back(p.grad());
   if (grads.empty()) return 0.0;
   double acc = 0.0;
   for (const Tensor& g : grads) {
@@ -54,6 +54,24 @@ double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
     for (Tensor g : grads) g.copy_(mul(g, coef));
   }
   return total;
+}
+
+}  // namespace
+
+double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type, bool error_if_nonfinite) {
+  std::vector<Tensor> grads;
+  for (const Tensor& p : params)
+    if (p.defined() && p.grad().defined()) grads.push_back(p.grad());
+  return clip_grads(grads, max_norm, norm_type, error_if_nonfinite);
+}
+
+double clip_grad_norm_(Optimizer& optimizer, double max_norm, double norm_type, bool error_if_nonfinite) {
+  std::vector<Tensor> grads;
+  const std::vector<ParamGroup>& groups = optimizer.param_groups();
+  for (std::size_t g = 0; g < groups.size(); ++g)
+    for (std::size_t i = 0; i < groups[g].params.size(); ++i)
+      if (Tensor grad = optimizer.step_gradient(g, i); grad.defined()) grads.push_back(grad);
+  return clip_grads(grads, max_norm, norm_type, error_if_nonfinite);
 }
 
 }  // namespace ciuic::optim

@@ -3,6 +3,7 @@
 
 #include "ciuic/autograd.h"
 #include "ciuic/optim.h"
+#include "master_weights.h"
 
 namespace ciuic::optim {
 
@@ -51,11 +52,16 @@ bool contains(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
 }
 
-// A copy of t owned by the optimizer, with p's dtype and device.
+// A contiguous copy of t owned by the optimizer, in the state dtype of p (f32 for
+// f16/bf16 parameters, p's own otherwise) on p's device.
 Tensor owned_like(const Tensor& t, const Tensor& p) {
   Tensor d = t.detach();
-  return d.device() == p.device() && d.dtype() == p.dtype() ? d.clone() : d.to(p.device(), p.dtype());
+  const DType dt = state_dtype(p.dtype());
+  return d.device() == p.device() && d.dtype() == dt ? d.clone() : d.to(p.device(), dt).contiguous();
 }
+
+// Never saved or loaded: the unscaled gradients of one iteration.
+constexpr const char* kMasterGrad = "master_grad";
 
 }  // namespace
 
@@ -100,6 +106,7 @@ ParamGroup& Optimizer::add_param_group(ParamGroup group) {
 
 void Optimizer::zero_grad(bool set_to_none) {
   NoGradGuard no_grad;
+  drop_master_grads();
   for (const ParamGroup& g : groups_)
     for (const Tensor& p : g.params) {
       if (set_to_none) {
@@ -115,6 +122,44 @@ ParamState& Optimizer::state_for(std::size_t group, std::size_t index) {
   std::vector<ParamState>& s = state_[group];
   if (s.size() < groups_[group].params.size()) s.resize(groups_[group].params.size());
   return s[index];
+}
+
+void Optimizer::drop_master_grads() {
+  for (std::vector<ParamState>& group : state_)
+    for (ParamState& s : group) s.buffers.erase(kMasterGrad);
+}
+
+Tensor Optimizer::step_gradient(std::size_t group, std::size_t index) const {
+  const ParamState& s = state(group, index);
+  if (const Tensor* mg = s.buffers.find(kMasterGrad)) return *mg;
+  return groups_[group].params[index].grad();
+}
+
+void Optimizer::step(const Tensor& found_inf) {
+  masters::check_found_inf(name_.c_str(), found_inf);
+  if (!masters::flag_set(found_inf)) {
+    step();
+  } else {
+    NoGradGuard no_grad;
+    drop_master_grads();
+  }
+}
+
+void Optimizer::begin_deferred_step(const Tensor& found_inf) {
+  if (!deferred_.empty()) resolve_deferred_step(masters::flag_set(deferred_flag_));
+  deferred_flag_ = found_inf;
+}
+
+void Optimizer::resolve_deferred_step(bool skipped) {
+  if (skipped) {
+    for (const DeferredParam& d : deferred_) {
+      ParamState& s = state_for(d.group, d.index);
+      s.step = d.step_before;
+      for (const std::string& name : d.created) s.buffers.erase(name);
+    }
+  }
+  deferred_.clear();
+  deferred_flag_ = Tensor();
 }
 
 const ParamState& Optimizer::state(std::size_t group, std::size_t index) const {
@@ -134,6 +179,7 @@ OptimizerStateDict Optimizer::state_dict() const {
     for (const std::string& h : hyperparameter_names()) group.hyperparameters.insert(h, get_field(groups_[g], h));
     for (std::size_t i = 0; i < groups_[g].params.size(); ++i) {
       ParamState s = state(g, i);
+      s.buffers.erase(kMasterGrad);
       for (auto& [name, t] : s.buffers) t = t.detach();
       group.params.push_back(std::move(s));
     }
@@ -149,7 +195,8 @@ void Optimizer::load_state_dict(const OptimizerStateDict& dict) {
   CIUIC_CHECK(dict.groups.size() == groups_.size(), ValueError, op, "state dict has ", dict.groups.size(),
               " parameter groups but the ", name_, " optimizer has ", groups_.size(), "; expected equal counts");
   const std::vector<std::string> hyper = hyperparameter_names();
-  const std::vector<std::string> bufs = buffer_names();
+  std::vector<std::string> bufs = buffer_names();
+  bufs.push_back("master");  // f16/bf16 parameters only
   std::vector<ParamGroup> new_groups = groups_;
   for (std::size_t g = 0; g < groups_.size(); ++g) {
     const OptimizerStateDict::Group& src = dict.groups[g];
@@ -179,6 +226,11 @@ void Optimizer::load_state_dict(const OptimizerStateDict& dict) {
         CIUIC_CHECK(t.shape() == params[i].shape(), ShapeError, op, "group ", g, ", parameter ", i, ": buffer \"",
                     name, "\" has shape ", shape_str(t.shape()), " but the parameter has shape ",
                     shape_str(params[i].shape()), "; expected equal shapes");
+        CIUIC_CHECK(name != "master" || masters::is_half(params[i].dtype()), ValueError, op, "group ", g,
+                    ", parameter ", i, " (", describe(params[i]), ") has a \"master\" buffer; expected master "
+                    "weights only for f16/bf16 parameters");
+        CIUIC_CHECK(is_floating(t.dtype()), DTypeError, op, "group ", g, ", parameter ", i, ": buffer \"", name,
+                    "\" is ", describe(t), "; expected a floating buffer");
       }
     }
   }
@@ -190,12 +242,15 @@ void Optimizer::load_state_dict(const OptimizerStateDict& dict) {
       ParamState copy;
       copy.step = s.step;
       for (const auto& [name, t] : s.buffers) copy.buffers.insert(name, owned_like(t, groups_[g].params[i]));
+      if (copy.buffers.contains("master")) masters::mark_master_synced(copy, groups_[g].params[i]);
       new_state[g].push_back(std::move(copy));
     }
   }
   for (std::size_t g = 0; g < groups_.size(); ++g) new_groups[g].params = groups_[g].params;
   groups_ = std::move(new_groups);
   state_ = std::move(new_state);
+  deferred_.clear();
+  deferred_flag_ = Tensor();
 }
 
 }  // namespace ciuic::optim

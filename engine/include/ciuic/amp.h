@@ -1,0 +1,182 @@
+// Mixed precision: autocast, and dynamic loss scaling for f16 training.
+//
+// FP16 training with FP32 master weights (optim.h: an optimizer over f16/bf16
+// parameters keeps f32 masters and f32 state by itself):
+//
+//   model->to(DType::f16);
+//   optim::AdamW opt(model->parameters(), optim::AdamWOptions(3e-4));
+//   amp::LossScaler scaler;                              // init scale 2^16
+//   for (...) {
+//     opt.zero_grad();
+//     Tensor loss = mse_loss(model->forward(x).to(DType::f32), y);
+//     scaler.scale(loss).backward();                     // f16 gradients of loss * scale
+//     scaler.unscale_(opt);                              // f32 master gradients / scale, inf/nan check
+//     optim::clip_grad_norm_(opt, 1.0);                  // optional: clips the master gradients
+//     scaler.step(opt);                                  // skipped on inf/nan (nothing changes)
+//     scaler.update();                                   // backoff / growth of the scale
+//   }
+//
+// bf16 has f32's exponent range: use the same loop with LossScalerOptions().enabled(false)
+// (scale and unscale_ become identities, step a plain step), or call opt.step() directly.
+//
+// Autocast runs chosen ops in f16/bf16 on f32 tensors:
+//
+//   { amp::AutocastGuard autocast(DType::f16);  y = linear(x, w, b); }   // y is f16, w.grad f32
+//
+// Under the guard, matmul, linear, conv2d and scaled_dot_product_attention cast
+// their f32 (and other-half) floating inputs to the autocast dtype with
+// Tensor::to (recorded on the tape, so gradients reach f32 parameters in f32) and
+// compute in it with f32 accumulation. Everything else runs in its inputs'
+// dtype: softmax, log_softmax, layer_norm, rms_norm, sum and mean compute f16/bf16
+// inputs in f32 internally, and cross_entropy returns an f32 loss for f16/bf16
+// logits. Binary elementwise ops do not promote: mixing an f32 tensor with an
+// autocast output (a residual stream, a LayerNorm with f32 weights) needs an
+// explicit .to(). f64 and integer inputs are never cast. Casts are not cached:
+// a weight used twice is cast twice. Call backward() outside the guard.
+// Checkpoint segments recompute under the autocast state of their forward.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
+#include <vector>
+
+#include "ciuic/optim.h"
+#include "ciuic/tensor.h"
+
+namespace ciuic::amp {
+
+// ---------------------------------------------------------------- autocast
+struct AutocastState {
+  bool enabled = false;
+  DType dtype = DType::f16;
+};
+
+// This thread's autocast state.
+AutocastState autocast_state();
+bool autocast_enabled();
+
+// Sets this thread's autocast state for its scope (nestable; enabled = false
+// turns autocast off inside an enclosing guard). dtype: f16 or bf16 (DTypeError otherwise).
+class AutocastGuard {
+ public:
+  explicit AutocastGuard(DType dtype = DType::f16, bool enabled = true);
+  ~AutocastGuard();
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  AutocastState previous_;
+};
+
+// For op implementations, at the top of the op:
+//   if (auto c = amp::autocast_args({&a, &b})) return matmul((*c)[0], (*c)[1]);
+// When autocast is on and some defined input is f32, f16 or bf16 but not the
+// autocast dtype, returns every input with those cast to it (others unchanged,
+// undefined ones undefined); otherwise nullopt, so the op runs as called.
+std::optional<std::vector<Tensor>> autocast_args(std::initializer_list<const Tensor*> inputs);
+
+// ---------------------------------------------------------------- loss scaling
+struct LossScalerOptions {
+  double init_scale_ = 65536.0;       // 2^16
+  double growth_factor_ = 2.0;        // > 1
+  double backoff_factor_ = 0.5;       // in (0, 1)
+  std::int64_t growth_interval_ = 2000;  // clean iterations before the scale grows
+  std::int64_t hysteresis_ = 1;       // back off at the hysteresis-th consecutive overflow (1: at once)
+  double min_scale_ = 1.0;
+  double max_scale_ = 16777216.0;     // 2^24
+  bool enabled_ = true;
+
+  LossScalerOptions& init_scale(double v) { init_scale_ = v; return *this; }
+  LossScalerOptions& growth_factor(double v) { growth_factor_ = v; return *this; }
+  LossScalerOptions& backoff_factor(double v) { backoff_factor_ = v; return *this; }
+  LossScalerOptions& growth_interval(std::int64_t v) { growth_interval_ = v; return *this; }
+  LossScalerOptions& hysteresis(std::int64_t v) { hysteresis_ = v; return *this; }
+  LossScalerOptions& min_scale(double v) { min_scale_ = v; return *this; }
+  LossScalerOptions& max_scale(double v) { max_scale_ = v; return *this; }
+  LossScalerOptions& enabled(bool v) { enabled_ = v; return *this; }
+};
+
+// Everything needed to resume: the scale, the counters, and the options.
+struct LossScalerState {
+  double scale = 65536.0;
+  std::int64_t growth_tracker = 0;   // clean iterations since the scale last changed or overflowed
+  std::int64_t overflow_streak = 0;  // consecutive overflowing iterations
+  LossScalerOptions options;
+};
+
+// Dynamic loss scaling. One iteration: scale(loss).backward(); then for each
+// optimizer optionally unscale_(opt) (to clip or inspect the gradients), then
+// step(opt); then update() once. Several optimizers may share one scaler: each
+// gets its own inf/nan flag (its step is skipped on its own flag) and update()
+// combines them all.
+//
+// update(): if any optimizer's gradients had an inf or nan, the growth count
+// restarts and the overflow streak grows; once the streak reaches hysteresis the
+// scale is multiplied by backoff_factor at every overflowing iteration (never
+// below min_scale). A clean iteration ends the streak; after growth_interval
+// clean iterations in a row the scale is multiplied by growth_factor (never above
+// max_scale).
+//
+// Misuse is a ValueError naming the call: unscale_ twice for one optimizer, or
+// after its step, before update(); step twice for one optimizer before update();
+// update() without any step(); load_state_dict() in the middle of an iteration.
+// scale() of a non-floating tensor is a DTypeError.
+//
+// GPU: unscale_ is one kernels::multi_tensor_unscale pass per gradient dtype with
+// a device-side flag, and the fused optimizer steps read that flag on the device;
+// update() reads the flags back (one small device-to-host copy per optimizer and
+// iteration: there is no device-side scale-update kernel yet).
+class LossScaler {
+ public:
+  explicit LossScaler(const LossScalerOptions& options = {});
+
+  bool is_enabled() const { return opts_.enabled_; }
+  // The current scale (1 when disabled).
+  double get_scale() const { return opts_.enabled_ ? scale_ : 1.0; }
+  const LossScalerOptions& options() const { return opts_; }
+
+  // loss * scale, in f32 (f16/bf16 losses are converted first, f64 stays f64);
+  // differentiable. Disabled: loss itself.
+  Tensor scale(const Tensor& loss) const;
+
+  // One pass over every gradient of optimizer's parameters: gradient * (1 / scale)
+  // in f32 is written to the ParamState buffer "master_grad" for f16/bf16
+  // parameters (their .grad stays as it is) and in place into .grad for f32 and
+  // f64 parameters; any inf or nan result sets the optimizer's found_inf flag (an
+  // f32 scalar on the parameters' device). Disabled: checks the call order only.
+  void unscale_(optim::Optimizer& optimizer);
+  // unscale_ (if not done this iteration), then optimizer.step(found_inf): on inf
+  // or nan the step is skipped and parameters, masters, state and step counts stay
+  // bit-identical. Disabled: optimizer.step().
+  void step(optim::Optimizer& optimizer);
+  // Ends the iteration: adjusts the scale (see above).
+  void update();
+
+  // Whether an inf or nan was found: in the current iteration when some
+  // optimizer was unscaled since the last update(), else in the iteration the
+  // last update() closed. (A device sync when the flags are on a GPU.)
+  bool step_skipped() const;
+
+  LossScalerState state_dict() const;
+  // Checks the options and counters (ValueError) before changing anything.
+  void load_state_dict(const LossScalerState& state);
+
+ private:
+  struct Record {
+    optim::Optimizer* optimizer = nullptr;
+    Tensor found_inf;  // undefined when disabled
+    bool unscaled = false;
+    bool stepped = false;
+  };
+  Record& record_for(optim::Optimizer& optimizer);
+
+  LossScalerOptions opts_;
+  double scale_;
+  std::int64_t growth_tracker_ = 0;
+  std::int64_t overflow_streak_ = 0;
+  bool last_found_inf_ = false;
+  std::vector<Record> records_;  // optimizers touched since the last update()
+};
+
+}  // namespace ciuic::amp
