@@ -99,7 +99,7 @@ void check_op(const std::string& what, double bound, const std::vector<In>& ins,
     std::vector<Tensor> args;
     for (const In& in : ins) {
       const bool widen = side == 0 && cpu_f64 && is_floating(in.base.dtype());
-      Tensor leaf = side == 1 ? in.base.to(kGpu) : widen ? in.base.to(DType::f64) : in.base.clone();
+      Tensor leaf = side == 1 ? in.base.to(kGpu) : widen ? in.base.to(DType::f64).clone() : in.base.clone();
       if (grads && is_floating(leaf.dtype())) leaf.requires_grad_(true);
       leaves[side].push_back(leaf);
       args.push_back(in.view ? in.view(leaf) : leaf);

@@ -15,3 +15,4 @@
 #include "ciuic/optim.h"
 #include "ciuic/io.h"
 #include "ciuic/checkpoint.h"
+#include "ciuic/amp.h"

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "cpu_gemm.h"
+#include "matmul_cuda.h"
 #include "ciuic/amp.h"
 #include "ciuic/checkpoint.h"
 #include "op_util.h"
@@ -81,6 +82,7 @@ void bmm_cpu(const Tensor& a, const Tensor& b, const Tensor& out, const Shape& b
 
 // a (..., m, k) @ b (..., k, n) -> (batch..., m, n) in a's dtype; no autograd.
 Tensor bmm(const Tensor& a_in, const Tensor& b_in, const Shape& batch) {
+  if (a_in.device().is_cuda()) return ops::bmm_cuda(a_in, b_in, batch);
   Tensor a = a_in, b = b_in;
   const std::int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
   Shape out_shape = batch;
@@ -133,7 +135,6 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
                 "); expected equal batch sizes or 1");
     batch[i] = da == 1 ? db : da;
   }
-  ops::require_cpu(op, {&a, &b});
 
   Tensor out;
   if (auto kept = selective::replay(op)) {
@@ -216,7 +217,6 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
               "; expected input.size(-1) == weight.size(1)");
   CIUIC_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(0)), ShapeError, op, "bias is ",
               describe(bias), " for weight ", describe(weight), "; expected bias of shape [", weight.size(0), "]");
-  ops::require_cpu(op, {&x, &weight, &bias});
 
   const std::int64_t in = weight.size(1), nout = weight.size(0);
   Shape lead(x.shape().begin(), x.shape().end() - 1);
@@ -227,6 +227,10 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor out;
   if (auto kept = selective::replay(op)) {
     out = (*kept)[0];  // selective checkpoint recomputation: the forward kept this output
+  } else if (x.device().is_cuda()) {
+    out = ops::linear_cuda(x.detach().reshape({rows, in}), weight.detach(), bias.defined() ? bias.detach() : bias)
+              .view(out_shape);
+    selective::keep(op, {out});
   } else {
     const DType dt = x.dtype();
     const bool half = dt == DType::f16 || dt == DType::bf16;
