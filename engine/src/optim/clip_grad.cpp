@@ -39,7 +39,18 @@ double clip_grads(const std::vector<Tensor>& grads, double max_norm, double norm
   if (grads.empty()) return 0.0;
   double acc = 0.0;
   for (const Tensor& g : grads) {
-    ops::require_cpu(op, {&g});
+    if (g.device().is_cuda()) {
+      // Through the ops (their CUDA kernels), one small read-back per tensor. The fused
+      // kernels::multi_tensor_norm would do all tensors in one launch; not wired yet.
+      NoGradGuard no_grad;
+      Tensor a = abs(g.detach().to(DType::f32));
+      double part = inf ? max(a).item() : sum(norm_type == 2.0 ? mul(a, a) : pow(a, norm_type)).item();
+      if (inf)
+        acc = (part > acc || std::isnan(part)) && !std::isnan(acc) ? part : acc;
+      else
+        acc += part;
+      continue;
+    }
     accumulate_norm(g, norm_type, inf, acc);
   }
   const double total = inf ? acc : norm_type == 2.0 ? std::sqrt(acc) : std::pow(acc, 1.0 / norm_type);
