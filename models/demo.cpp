@@ -30,8 +30,10 @@ void train_mlp(int steps) {
   Generator init{2, 0};
   auto net = std::make_shared<models::MLP>(cfg, &init);
   optim::SGD opt(net->parameters(), optim::SGDOptions(0.05).momentum(0.9));
-  std::printf("MLP %lld->%lld->%lld, %zu parameters, SGD(lr=0.05, momentum=0.9), MSE, batch 64\n",
-              (long long)cfg.in, (long long)cfg.hidden, (long long)cfg.out, net->parameters().size());
+  std::int64_t count = 0;
+  for (const Tensor& p : net->parameters()) count += p.numel();
+  std::printf("MLP %lld->%lld->%lld, %lld parameters, SGD(lr=0.05, momentum=0.9), MSE, batch 64\n",
+              (long long)cfg.in, (long long)cfg.hidden, (long long)cfg.out, (long long)count);
   auto t0 = std::chrono::steady_clock::now();
   const std::int64_t n = data.x.size(0), batch = 64;
   for (int step = 0; step <= steps; ++step) {
@@ -87,7 +89,7 @@ void train_cnn(int steps, const std::string& out) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int mlp_steps = 300, cnn_steps = 200;
+  int mlp_steps = 3000, cnn_steps = 600;
   std::string out = "demo_cnn.safetensors";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
