@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "acc_data.h"
 #include "op_util.h"
 #include "ciuic/checkpoint.h"
 
@@ -24,22 +25,12 @@ namespace ciuic {
 
 namespace {
 
+using ops::acc_data;
+using ops::acc_out;
+using ops::store_acc;
+
 constexpr const char* kOp = "batch_norm";
 
-// Row-major values of t as A: t's own memory when it is contiguous and T == A,
-// else a converted copy in buf (which must outlive the returned pointer).
-template <typename T, typename A = acc_t<T>>
-const A* acc_data(const Tensor& t, std::vector<A>& buf) {
-  if constexpr (std::is_same_v<T, A>) {
-    if (t.is_contiguous()) return detail::typed_ptr<T>(t);
-  }
-  buf.resize(static_cast<std::size_t>(t.numel()));
-  const T* p = detail::typed_ptr<T>(t);
-  A* b = buf.data();
-  std::int64_t i = 0;
-  detail::cpu_for_each<1>(t.shape(), {t.strides()}, [&](const auto& o) { b[i++] = static_cast<A>(p[o[0]]); });
-  return buf.data();
-}
 
 // Element c of a 1-D tensor of dtype T (any stride), as double.
 template <typename T>

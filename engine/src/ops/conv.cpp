@@ -16,124 +16,44 @@
 #include <type_traits>
 #include <vector>
 
-#ifdef CIUIC_WITH_CBLAS
-#include <cblas.h>
-#endif
 
 #include "ciuic/amp.h"
+#include "cpu_gemm.h"
+#include "acc_data.h"
 #include "op_util.h"
 
 namespace ciuic {
 
 namespace {
 
+using ops::acc_data;
+using ops::acc_out;
+using ops::store_acc;
+
 constexpr const char* kOp = "conv2d";
 
 // ---- buffers in the compute type A = acc_t<T> ----
 
-// Row-major values of t as A: t's own memory when it is contiguous and T == A,
-// else a converted copy in buf (which must outlive the returned pointer).
-template <typename T, typename A = acc_t<T>>
-const A* acc_data(const Tensor& t, std::vector<A>& buf) {
-  if constexpr (std::is_same_v<T, A>) {
-    if (t.is_contiguous()) return detail::typed_ptr<T>(t);
-  }
-  buf.resize(static_cast<std::size_t>(t.numel()));
-  const T* p = detail::typed_ptr<T>(t);
-  A* b = buf.data();
-  std::int64_t i = 0;
-  detail::cpu_for_each<1>(t.shape(), {t.strides()}, [&](const auto& o) { b[i++] = static_cast<A>(p[o[0]]); });
-  return buf.data();
-}
 
-// Zeroed A storage for the contiguous tensor out: its own memory when T == A, else buf;
-// store_acc copies buf into out afterwards (a no-op when T == A).
-template <typename T, typename A = acc_t<T>>
-A* acc_out(const Tensor& out, std::vector<A>& buf) {
-  const auto n = static_cast<std::size_t>(out.numel());
-  if constexpr (std::is_same_v<T, A>) {
-    std::fill_n(detail::typed_ptr<T>(out), n, A(0));
-    return detail::typed_ptr<T>(out);
-  } else {
-    buf.assign(n, A(0));
-    return buf.data();
-  }
-}
 
-template <typename T, typename A = acc_t<T>>
-void store_acc(const Tensor& out, const std::vector<A>& buf) {
-  if constexpr (!std::is_same_v<T, A>) {
-    T* p = detail::typed_ptr<T>(out);
-    for (std::size_t i = 0; i < buf.size(); ++i) p[i] = convert<T>(buf[i]);
-  }
-}
 
 // ---- GEMM ----
 
-// C[M, N] (= or +=) op(A)[M, K] * op(B)[K, N], all row-major with leading dims
-// lda, ldb, ldc; op transposes when ta / tb. Uses CBLAS for f32/f64 when built
-// with it, else a blocked loop: i-k-j over contiguous rows of B and C, or dot
-// products along contiguous rows when B is transposed.
+// C[M, N] (= or +=) op(A)[M, K] * op(B)[K, N], row-major with leading dims lda,
+// ldb, ldc: the shared CPU gemm (CBLAS when built with it, a blocked loop otherwise).
 template <typename A>
 void gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const A* a, std::int64_t lda,
           const A* b, std::int64_t ldb, bool accumulate, A* c, std::int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  if (K == 0) {
-    if (!accumulate)
-      for (std::int64_t i = 0; i < M; ++i) std::fill_n(c + i * ldc, N, A(0));
-    return;
-  }
-#ifdef CIUIC_WITH_CBLAS
-  const bool fits = std::max({M, N, K, lda, ldb, ldc}) <= INT_MAX;
-  if (fits) {
-    const auto opa = ta ? CblasTrans : CblasNoTrans, opb = tb ? CblasTrans : CblasNoTrans;
-    const A beta = accumulate ? A(1) : A(0);
-    const int m = static_cast<int>(M), n = static_cast<int>(N), k = static_cast<int>(K);
-    if constexpr (std::is_same_v<A, float>) {
-      cblas_sgemm(CblasRowMajor, opa, opb, m, n, k, 1.0f, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c,
-                  static_cast<int>(ldc));
-      return;
-    } else if constexpr (std::is_same_v<A, double>) {
-      cblas_dgemm(CblasRowMajor, opa, opb, m, n, k, 1.0, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c,
-                  static_cast<int>(ldc));
-      return;
-    }
-  }
-#endif
-  auto at = [&](std::int64_t i, std::int64_t k) { return ta ? a[k * lda + i] : a[i * lda + k]; };
-  if (!accumulate)
-    for (std::int64_t i = 0; i < M; ++i) std::fill_n(c + i * ldc, N, A(0));
-  if (tb) {
-    for (std::int64_t i = 0; i < M; ++i)
-      for (std::int64_t j = 0; j < N; ++j) {
-        const A* bj = b + j * ldb;
-        A s = 0;
-        if (!ta) {
-          const A* ai = a + i * lda;
-          for (std::int64_t k = 0; k < K; ++k) s += ai[k] * bj[k];
-        } else {
-          for (std::int64_t k = 0; k < K; ++k) s += a[k * lda + i] * bj[k];
-        }
-        c[i * ldc + j] += s;
-      }
-    return;
-  }
-  // Blocks of B (kb x jb) stay in cache while every row i of C passes over them.
-  constexpr std::int64_t kBlockK = 128, kBlockJ = 512;
-  for (std::int64_t j0 = 0; j0 < N; j0 += kBlockJ) {
-    const std::int64_t j1 = std::min(N, j0 + kBlockJ);
-    for (std::int64_t k0 = 0; k0 < K; k0 += kBlockK) {
-      const std::int64_t k1 = std::min(K, k0 + kBlockK);
-      for (std::int64_t i = 0; i < M; ++i) {
-        A* ci = c + i * ldc;
-        for (std::int64_t k = k0; k < k1; ++k) {
-          const A aik = at(i, k);
-          const A* bk = b + k * ldb;
-          for (std::int64_t j = j0; j < j1; ++j) ci[j] += aik * bk[j];
-        }
-      }
-    }
-  }
+  detail::GemmArgs g;
+  g.trans_a = ta;
+  g.trans_b = tb;
+  g.m = M;
+  g.n = N;
+  g.k = K;
+  g.lda = lda;
+  g.ldb = ldb;
+  g.ldc = ldc;
+  detail::cpu_gemm(g, A(1), a, b, accumulate ? A(1) : A(0), c);
 }
 
 // ---- geometry ----

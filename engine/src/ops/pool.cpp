@@ -17,48 +17,16 @@
 #include <type_traits>
 #include <vector>
 
+#include "acc_data.h"
 #include "op_util.h"
 
 namespace ciuic {
 
 namespace {
 
-// Row-major values of t as A: t's own memory when it is contiguous and T == A,
-// else a converted copy in buf (which must outlive the returned pointer).
-template <typename T, typename A = acc_t<T>>
-const A* acc_data(const Tensor& t, std::vector<A>& buf) {
-  if constexpr (std::is_same_v<T, A>) {
-    if (t.is_contiguous()) return detail::typed_ptr<T>(t);
-  }
-  buf.resize(static_cast<std::size_t>(t.numel()));
-  const T* p = detail::typed_ptr<T>(t);
-  A* b = buf.data();
-  std::int64_t i = 0;
-  detail::cpu_for_each<1>(t.shape(), {t.strides()}, [&](const auto& o) { b[i++] = static_cast<A>(p[o[0]]); });
-  return buf.data();
-}
-
-// Zeroed A storage for the contiguous tensor out: its own memory when T == A, else buf;
-// store_acc copies buf into out afterwards (a no-op when T == A).
-template <typename T, typename A = acc_t<T>>
-A* acc_out(const Tensor& out, std::vector<A>& buf) {
-  const auto n = static_cast<std::size_t>(out.numel());
-  if constexpr (std::is_same_v<T, A>) {
-    std::fill_n(detail::typed_ptr<T>(out), n, A(0));
-    return detail::typed_ptr<T>(out);
-  } else {
-    buf.assign(n, A(0));
-    return buf.data();
-  }
-}
-
-template <typename T, typename A = acc_t<T>>
-void store_acc(const Tensor& out, const std::vector<A>& buf) {
-  if constexpr (!std::is_same_v<T, A>) {
-    T* p = detail::typed_ptr<T>(out);
-    for (std::size_t i = 0; i < buf.size(); ++i) p[i] = convert<T>(buf[i]);
-  }
-}
+using ops::acc_data;
+using ops::acc_out;
+using ops::store_acc;
 
 struct PoolGeom {
   Shape in_shape, out_shape;
