@@ -10,6 +10,7 @@
 #include "ciuic/ciuic.h"
 #include "ciuic/kernels/optim_math.h"
 #include "ciuic/models/mlp.h"
+#include "ciuic/models/transformer.h"
 #include "test_util.h"
 
 using namespace ciuic;
@@ -562,4 +563,38 @@ TEST_CASE("checkpoint recomputation sees the forward's autocast state", "[amp]")
   CHECK(grads(1) == plain);
   CHECK(grads(2) == plain);
   CHECK(w1.grad().dtype() == DType::f32);
+}
+
+TEST_CASE("autocast promotes mixed floating dtypes in binary ops and runs a GPT stack", "[amp]") {
+  Tensor x32 = randn({3, 4}), x16 = randn({3, 4}).to(DType::f16);
+  CHECK_THROWS_AS(add(x32, x16), DTypeError);  // outside autocast mixing stays an error
+  {
+    amp::AutocastGuard autocast(DType::f16);
+    CHECK(add(x32, x16).dtype() == DType::f32);
+    CHECK(mul(x16, x32.to(DType::f64)).dtype() == DType::f64);
+    CHECK(sub(x16, x32.to(DType::bf16)).dtype() == DType::f32);
+  }
+  models::GPTConfig cfg;
+  cfg.vocab = 61;
+  cfg.max_seq = 16;
+  cfg.layers = 2;
+  cfg.dim = 32;
+  cfg.heads = 4;
+  Generator g{3, 0};
+  models::GPT gpt(cfg, CheckpointPolicy::none(), &g);
+  Tensor idx = arange(32).view({2, 16}), tgt = arange(1.0, 33.0).view({2, 16});
+  double ref = gpt.loss(idx, tgt).item();
+  Tensor loss;
+  {
+    amp::AutocastGuard autocast(DType::f16);
+    loss = gpt.loss(idx, tgt);  // linears and attention in f16, residual stream and loss in f32
+  }
+  CHECK(loss.dtype() == DType::f32);
+  CHECK(std::abs(loss.item() - ref) < 2e-2 * std::abs(ref));
+  loss.backward();
+  for (const Tensor& p : gpt.parameters()) {
+    REQUIRE(p.grad().defined());
+    CHECK(p.grad().dtype() == DType::f32);
+    for (float v : p.grad().to_vector<float>()) REQUIRE(std::isfinite(v));
+  }
 }

@@ -29,9 +29,10 @@
 // compute in it with f32 accumulation. Everything else runs in its inputs'
 // dtype: softmax, log_softmax, layer_norm, rms_norm, sum and mean compute f16/bf16
 // inputs in f32 internally, and cross_entropy returns an f32 loss for f16/bf16
-// logits. Binary elementwise ops do not promote: mixing an f32 tensor with an
-// autocast output (a residual stream, a LayerNorm with f32 weights) needs an
-// explicit .to(). f64 and integer inputs are never cast. Casts are not cached:
+// logits. Binary elementwise ops promote mixed floating dtypes to the wider one
+// under the guard (an autocast output joins an f32 residual stream as f32); a
+// LayerNorm with f32 weights on an autocast output still needs an explicit .to().
+// f64 and integer inputs are never cast down. Casts are not cached:
 // a weight used twice is cast twice. Call backward() outside the guard.
 // Checkpoint segments recompute under the autocast state of their forward.
 #pragma once
@@ -39,6 +40,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "ciuic/optim.h"
@@ -75,6 +77,14 @@ class AutocastGuard {
 // autocast dtype, returns every input with those cast to it (others unchanged,
 // undefined ones undefined); otherwise nullopt, so the op runs as called.
 std::optional<std::vector<Tensor>> autocast_args(std::initializer_list<const Tensor*> inputs);
+
+// For binary elementwise ops, at the top of the op:
+//   if (auto c = amp::autocast_promote(a, b)) return add(c->first, c->second);
+// Under autocast, two floating inputs of different dtypes meet in the wider one
+// (f64 > f32 > f16, bf16; f16 with bf16 gives f32), so an autocast output can join
+// an f32 residual stream. Outside autocast (and for equal dtypes) returns nullopt:
+// mixing dtypes there stays a DTypeError.
+std::optional<std::pair<Tensor, Tensor>> autocast_promote(const Tensor& a, const Tensor& b);
 
 // ---------------------------------------------------------------- loss scaling
 struct LossScalerOptions {

@@ -48,4 +48,23 @@ std::optional<std::vector<Tensor>> autocast_args(std::initializer_list<const Ten
   return out;
 }
 
+namespace {
+int float_rank(DType t) {
+  switch (t) {
+    case DType::f64: return 3;
+    case DType::f32: return 2;
+    case DType::f16: case DType::bf16: return 1;
+    default: return 0;
+  }
+}
+}  // namespace
+
+std::optional<std::pair<Tensor, Tensor>> autocast_promote(const Tensor& a, const Tensor& b) {
+  if (!autocast_enabled() || !a.defined() || !b.defined() || a.dtype() == b.dtype()) return std::nullopt;
+  const int ra = float_rank(a.dtype()), rb = float_rank(b.dtype());
+  if (ra == 0 || rb == 0) return std::nullopt;  // integers: the op reports the mismatch
+  DType to = ra > rb ? a.dtype() : rb > ra ? b.dtype() : DType::f32;  // f16 with bf16 -> f32
+  return std::pair<Tensor, Tensor>{a.to(to), b.to(to)};
+}
+
 }  // namespace ciuic::amp

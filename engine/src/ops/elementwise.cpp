@@ -4,6 +4,7 @@
 // kernel, so they run on any device the forward ops support.
 #include <cmath>
 
+#include "ciuic/amp.h"
 #include "op_util.h"
 
 namespace ciuic {
@@ -55,16 +56,19 @@ bool wants(const Tensor& t) { return t.requires_grad(); }
 
 // ---- binary ----
 Tensor add(const Tensor& a, const Tensor& b) {
+  if (auto c = amp::autocast_promote(a, b)) return add(c->first, c->second);
   Tensor out = binary_map("add", a, b, [](auto x, auto y) { return x + y; }, cuda_op(BinaryOp::add));
   return record_binary("add", a, b, out, [](const Tensor& g) { return std::pair{g, g}; });
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
+  if (auto c = amp::autocast_promote(a, b)) return sub(c->first, c->second);
   Tensor out = binary_map("sub", a, b, [](auto x, auto y) { return x - y; }, cuda_op(BinaryOp::sub));
   return record_binary("sub", a, b, out, [](const Tensor& g) { return std::pair{g, neg(g)}; });
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
+  if (auto c = amp::autocast_promote(a, b)) return mul(c->first, c->second);
   Tensor out = binary_map("mul", a, b, [](auto x, auto y) { return x * y; }, cuda_op(BinaryOp::mul));
   if (!needs_grad({&a, &b})) return out;
   SavedTensor sa(wants(b) ? a : Tensor()), sb(wants(a) ? b : Tensor());
@@ -74,6 +78,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
+  if (auto c = amp::autocast_promote(a, b)) return div(c->first, c->second);
   Tensor out = binary_map("div", a, b, [](auto x, auto y) { return x / y; }, cuda_op(BinaryOp::div));
   if (!needs_grad({&a, &b})) return out;
   SavedTensor sa(wants(b) ? a : Tensor()), sb(b);
@@ -86,6 +91,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
 }
 
 Tensor pow(const Tensor& a, const Tensor& b) {
+  if (auto c = amp::autocast_promote(a, b)) return pow(c->first, c->second);
   Tensor out = binary_map<true>("pow", a, b, [](auto x, auto y) { return std::pow(x, y); }, cuda_op(BinaryOp::pow));
   if (!needs_grad({&a, &b})) return out;
   SavedTensor sa(a), sb(b), so(out);
@@ -99,6 +105,7 @@ Tensor pow(const Tensor& a, const Tensor& b) {
 
 // d max(a, b): to a where a >= b (ties go to a), else to b.
 Tensor maximum(const Tensor& a, const Tensor& b) {
+  if (auto c = amp::autocast_promote(a, b)) return maximum(c->first, c->second);
   Tensor out =
       binary_map("maximum", a, b, [](auto x, auto y) { return x >= y ? x : y; }, cuda_op(BinaryOp::maximum));
   if (!needs_grad({&a, &b})) return out;
@@ -111,6 +118,7 @@ Tensor maximum(const Tensor& a, const Tensor& b) {
 }
 
 Tensor minimum(const Tensor& a, const Tensor& b) {
+  if (auto c = amp::autocast_promote(a, b)) return minimum(c->first, c->second);
   Tensor out =
       binary_map("minimum", a, b, [](auto x, auto y) { return x <= y ? x : y; }, cuda_op(BinaryOp::minimum));
   if (!needs_grad({&a, &b})) return out;
