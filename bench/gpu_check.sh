@@ -26,7 +26,9 @@ step() {  # step NAME CMD...: run, log to $OUT/NAME.log, record status and secon
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
-step configure meson setup "$BUILD" --reconfigure -Dgpu_archs=90 -Dbuildtype=release -Dcuda=enabled
+# A kept build folder is reconfigured; a fresh machine gets a fresh one (meson 1.0 refuses --reconfigure there).
+if [ -f "$BUILD/build.ninja" ]; then reconf=--reconfigure; else reconf=; fi
+step configure meson setup "$BUILD" $reconf -Dgpu_archs=90 -Dbuildtype=release -Dcuda=enabled
 step build ninja -C "$BUILD" -j "$JOBS"
 step tests_all "$BUILD/tests/ciuic_tests" --order decl
 step tests_cuda "$BUILD/tests/ciuic_tests" "[cuda]" --order decl -s
