@@ -11,67 +11,22 @@
 
 #include "ciuic/ciuic.h"
 #include "ciuic/models/transformer.h"
+#include "gpt_bench.h"
 #include "timing.h"
 
 using namespace ciuic;
 using namespace ciuic::bench;
 
-namespace {
-
-struct Args {
-  bool cuda = false;
-  std::int64_t B = 4, T = 64, C = 128, layers = 12, heads = 4, vocab = 512;
-  int repeats = 5;
-  std::string json;
-};
-
-std::string fmt(double v, int prec = 2) {
-  std::ostringstream os;
-  os.precision(prec);
-  os << std::fixed << v;
-  return os.str();
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i < argc; ++i) {
-    std::string k = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) throw ValueError("bench_checkpoint: " + k + " needs a value");
-      return argv[++i];
-    };
-    try {
-      if (k == "--cuda") a.cuda = true;
-      else if (k == "--B") a.B = std::stoll(next());
-      else if (k == "--T") a.T = std::stoll(next());
-      else if (k == "--C") a.C = std::stoll(next());
-      else if (k == "--layers") a.layers = std::stoll(next());
-      else if (k == "--heads") a.heads = std::stoll(next());
-      else if (k == "--vocab") a.vocab = std::stoll(next());
-      else if (k == "--repeats") a.repeats = std::stoi(next());
-      else if (k == "--json") a.json = next();
-      else throw ValueError("bench_checkpoint: unknown argument " + k);
-    } catch (const std::exception& e) {
-      std::cerr << e.what() << "\nusage: bench_checkpoint [--cuda] [--B n] [--T n] [--C n] [--layers n] [--heads n] "
-                   "[--vocab n] [--repeats n] [--json PATH]\n";
-      return 2;
-    }
-  }
+  auto parsed = parse_gpt_args("bench_checkpoint", argc, argv);
+  if (!parsed) return 2;
+  const GptArgs& a = *parsed;
   try {
     Device dev = a.cuda ? Device::cuda(0) : Device::cpu();
     check_device_usable(dev, "bench_checkpoint");
-    models::GPTConfig cfg;
-    cfg.vocab = a.vocab;
-    cfg.max_seq = a.T;
-    cfg.layers = a.layers;
-    cfg.dim = a.C;
-    cfg.heads = a.heads;
-    Generator data_gen{1, 0};
-    Tensor ids = clamp(mul(rand({a.B, a.T + 1}, DType::f64, &data_gen), double(a.vocab)), 0.0, double(a.vocab - 1))
-                     .to(DType::i64).to(dev);
-    Tensor idx = ids.slice(1, 0, a.T).contiguous(), tgt = ids.slice(1, 1, a.T + 1).contiguous();
+    models::GPTConfig cfg = gpt_config(a);
+    TokenBatch batch = token_batch(a, dev);
+    const Tensor &idx = batch.idx, &tgt = batch.tgt;
     Allocator& alloc = allocator_for(dev);
 
     // The "none" row's activation bytes, for the budget policy: half way to every-block.
@@ -120,10 +75,7 @@ int main(int argc, char** argv) {
                       {{"act MiB", fmt(r.act / 1048576.0)},
                        {"mem ratio", fmt(double(r.act) / double(results[0].act), 3)},
                        {"time ratio", fmt(r.t.median_ms / results[0].t.median_ms, 3)}}});
-    std::string title = "bench_checkpoint on " + machine_description(dev) + ", " + today() + ": GPT stack B=" +
-                        std::to_string(a.B) + " T=" + std::to_string(a.T) + " C=" + std::to_string(a.C) +
-                        " layers=" + std::to_string(a.layers) + " heads=" + std::to_string(a.heads) +
-                        " vocab=" + std::to_string(a.vocab) + ", step = forward + backward, median of " +
+    std::string title = "bench_checkpoint on " + machine_description(dev) + ", " + today() + ": GPT stack " + a.shape_str() + ", step = forward + backward, median of " +
                         std::to_string(a.repeats);
     print_table(title, rows);
     for (auto& r : results)

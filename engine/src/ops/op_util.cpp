@@ -104,6 +104,18 @@ ReduceView reduce_view(const Tensor& a, const std::vector<std::int64_t>& dims) {
   return v;
 }
 
+Shape reduced_shape(const Shape& shape, const std::vector<std::int64_t>& dims, bool keepdim) {
+  Shape out;
+  std::size_t k = 0;
+  for (std::int64_t d = 0; d < static_cast<std::int64_t>(shape.size()); ++d) {
+    bool reduced = k < dims.size() && dims[k] == d;
+    if (reduced) ++k;
+    if (!reduced) out.push_back(shape[d]);
+    else if (keepdim) out.push_back(1);
+  }
+  return out;
+}
+
 void require_cpu(const char* op, std::initializer_list<const Tensor*> ts) {
   for (const Tensor* t : ts)
     CIUIC_CHECK(!t->defined() || t->device().is_cpu(), NotImplementedError, op, "no CUDA kernel yet for ", describe(*t),

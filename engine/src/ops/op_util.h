@@ -29,6 +29,9 @@ void check_floating(const char* op, const char* name, const Tensor& t);
 void check_index_dtype(const char* op, const char* name, const Tensor& t);  // i32 or i64
 void check_dim_count(const char* op, const char* name, const Tensor& t, std::int64_t ndim);
 std::int64_t wrap_dim(const char* op, std::int64_t dim, const Tensor& t);
+// Shape after reducing `dims` (sorted, unique, as wrap_dims gives) of `shape`:
+// reduced dims dropped, or kept as 1 with keepdim.
+Shape reduced_shape(const Shape& shape, const std::vector<std::int64_t>& dims, bool keepdim);
 // Normalised, sorted, unique dims; empty input means all dims.
 std::vector<std::int64_t> wrap_dims(const char* op, const std::vector<std::int64_t>& dims, const Tensor& t);
 

@@ -19,18 +19,8 @@ namespace ciuic {
 
 namespace {
 
-// Shape after reducing `dims` (sorted, unique) of `shape`.
-Shape reduced_shape(const Shape& shape, const std::vector<std::int64_t>& dims, bool keepdim) {
-  Shape out;
-  std::size_t k = 0;
-  for (std::int64_t d = 0; d < static_cast<std::int64_t>(shape.size()); ++d) {
-    bool reduced = k < dims.size() && dims[k] == d;
-    if (reduced) ++k;
-    if (!reduced) out.push_back(shape[d]);
-    else if (keepdim) out.push_back(1);
-  }
-  return out;
-}
+using ops::reduced_shape;
+
 
 template <typename A>
 bool is_nan(A v) {

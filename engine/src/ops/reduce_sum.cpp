@@ -12,18 +12,7 @@ namespace ciuic {
 
 namespace {
 
-// Output shape of reducing `dims` (sorted, unique) of `shape`.
-Shape reduced_shape(const Shape& shape, const std::vector<std::int64_t>& dims, bool keepdim) {
-  Shape out;
-  std::size_t k = 0;
-  for (std::int64_t d = 0; d < static_cast<std::int64_t>(shape.size()); ++d) {
-    bool reduced = k < dims.size() && dims[k] == d;
-    if (reduced) ++k;
-    if (!reduced) out.push_back(shape[d]);
-    else if (keepdim) out.push_back(1);
-  }
-  return out;
-}
+using ops::reduced_shape;
 
 // sum over dims on the CPU; out has keepdim shape internally.
 Tensor sum_cpu(const char* op, const Tensor& a, const std::vector<std::int64_t>& dims, bool keepdim) {
