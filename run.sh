@@ -26,6 +26,7 @@ missing_packages() {
   [ -f /usr/include/catch2/catch.hpp ] || pkg-config --exists catch2 2>/dev/null || missing+=(catch2)
   [ -f /usr/include/nlohmann/json.hpp ] || pkg-config --exists nlohmann_json 2>/dev/null || missing+=(nlohmann-json3-dev)
   pkg-config --exists openblas 2>/dev/null || missing+=(libopenblas-dev)
+  [ -f /usr/include/gloo/config.h ] || missing+=(libgloo-dev)  # the Gloo communicator (comm/)
   echo "${missing[@]:-}"
 }
 
