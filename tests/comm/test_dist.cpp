@@ -1,7 +1,10 @@
 // [comm][dist] tests: run as 2, 3 or 4 ranks under ciuic-launch (tests/meson.build).
 // Every test compares with a single process computing on the concatenated batch,
 // which each rank computes itself from the same seed.
+#include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <unistd.h>
 
 #include "dist_util.h"
 
@@ -393,4 +396,57 @@ TEST_CASE("Reducer: FP16 compression and the loss scaler skip steps together", "
   scaler.update();
   CHECK_FALSE(dist::equal(model->net1->weight, before));
   CHECK(dist::same_on_every_rank(w, model->net1->weight));
+}
+
+TEST_CASE("Reducer: an f16 model with master weights and the loss scaler stays identical on every rank", "[comm][dist][amp]") {
+  auto& w = dist::world();
+  const int rank = w.rank(), world = w.size();
+  manual_seed(41 + rank);
+  auto model = std::make_shared<ToyModel>();
+  model->to(DType::f16);
+  BucketedReducer ddp(model, dist::new_comm("f16model"));
+  CHECK(ddp.bucket_bytes().front() % 2 == 0);
+  optim::SGD opt(model->parameters(), optim::SGDOptions(0.05));
+  amp::LossScaler scaler(amp::LossScalerOptions().init_scale(256));
+  Generator gen(12);
+  for (int step = 0; step < 3; ++step) {
+    Tensor x = randn({4 * world, 10}, {}, &gen), y = randn({4 * world, 5}, {}, &gen);
+    Tensor xin = dist::shard(x, rank, 4).to(DType::f16);
+    if (step == 1 && rank == world - 1) xin = xin * 60000.0;  // overflows f16 on this rank only
+    opt.zero_grad();
+    Tensor loss = mse_loss(ddp.forward(xin).to(DType::f32), dist::shard(y, rank, 4));
+    scaler.scale(loss).backward();
+    scaler.step(opt);
+    bool skipped = scaler.step_skipped();
+    scaler.update();
+    INFO("step " << step);
+    CHECK(skipped == (step == 1));
+    auto params = model->named_parameters();
+    for (const auto& [name, p] : params.items()) {
+      INFO(name);
+      CHECK(p.dtype() == DType::f16);
+      CHECK(dist::same_on_every_rank(w, p));
+    }
+  }
+}
+
+TEST_CASE("File-store rendezvous: a Gloo communicator over a shared directory", "[comm][dist]") {
+  auto& w = dist::world();
+  const int rank = w.rank(), n = w.size();
+  // Rank 0 names a fresh directory and tells the others through the job store.
+  auto store = dist::job_store();
+  if (rank == 0) {
+    auto dir = std::filesystem::temp_directory_path() /
+               ("ciuic_fs_job_" + std::to_string(::getpid()) + "_" +
+                std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+    store->set("fs_dir", dir.string());
+  }
+  std::string dir = store->get_string("fs_dir");
+  auto fs = std::make_shared<FileStore>(dir, std::chrono::seconds(30));
+  auto c = make_communicator(Backend::gloo, fs, rank, n);
+  Tensor t = full({4}, rank + 1.0);
+  c->allreduce(t)->wait();
+  CHECK(t.to_vector<double>()[3] == n * (n + 1) / 2.0);
+  w.barrier()->wait();
+  if (rank == 0) std::filesystem::remove_all(dir);
 }

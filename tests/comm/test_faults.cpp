@@ -42,7 +42,7 @@ TEST_CASE("Faults: a rank that dies mid-step makes the others fail within the ti
   } catch (const CommError& e) {
     threw = true;
     std::string msg = e.what();
-    INFO(msg);
+    WARN("rank " << rank << " got: " << msg);
     CHECK(msg.find("allreduce") != std::string::npos);
     CHECK((msg.find("died") != std::string::npos || msg.find("timeout") != std::string::npos ||
            msg.find("did not") != std::string::npos));
@@ -62,7 +62,12 @@ TEST_CASE("Faults: a rank that hangs makes the others time out with a clear erro
     ::_exit(0);
   }
   auto t0 = std::chrono::steady_clock::now();
-  CHECK_THROWS_AS(comm->allreduce(t)->wait(), CommError);
+  try {
+    comm->allreduce(t)->wait();
+    FAIL("the allreduce without the hung rank returned");
+  } catch (const CommError& e) {
+    WARN("rank " << rank << " got: " << e.what());
+  }
   auto took = std::chrono::steady_clock::now() - t0;
   CHECK(took >= timeout - 200ms);
   CHECK(took < timeout + 4s);
