@@ -74,8 +74,8 @@ int main(int argc, char** argv) {
       r.t.min_ms /= inner;
       r.t.max_ms /= inner;
       char a[32], b[32];
-      std::snprintf(a, sizeof(a), "%.3f", algbw);
-      std::snprintf(b, sizeof(b), "%.3f", busbw);
+      std::snprintf(a, sizeof(a), "%.4f", algbw);
+      std::snprintf(b, sizeof(b), "%.4f", busbw);
       r.extra = {{"algbw GB/s", a}, {"busbw GB/s", b}};
       rows.push_back(r);
     }

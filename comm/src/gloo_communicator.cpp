@@ -292,6 +292,7 @@ class GlooCommunicator : public Communicator {
                                                 broken_reason_ + ")"));
       } else {
         try {
+          task.work->started();
           task.fn(task.tag);
         } catch (const Error&) {
           err = std::current_exception();

@@ -2,6 +2,7 @@
 #include "ciuic/comm/reducer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <sstream>
 #include <unordered_map>
@@ -96,6 +97,7 @@ struct BucketedReducer::State {
   std::vector<int> ready_order;
   bool rebuilt = false;
   std::int64_t iterations = 0;
+  BucketedReducer::Overlap overlap;
 
   // ---- buckets ----
   void build(const std::vector<int>& order) {
@@ -252,13 +254,24 @@ struct BucketedReducer::State {
   }
 
   void finalize() {
+    using Clock = std::chrono::steady_clock;
+    const Clock::time_point last_ready = Clock::now();
     armed = false;
     NoGradGuard ng;
+    BucketedReducer::Overlap ov;
+    auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
     for (auto& B : buckets) {
       B.work->wait();
+      WorkTimes t = B.work->times();
+      if (t.valid) {
+        ov.comm_ms += ms(t.end - t.start);
+        if (t.start < last_ready) ov.hidden_ms += ms(std::min(t.end, last_ready) - t.start);
+      }
       if (B.wire.defined()) B.flat.copy_(B.wire);
       B.work.reset();
     }
+    ov.tail_ms = ms(Clock::now() - last_ready);
+    overlap = ov;
     if (opts.find_unused_parameters_) {
       Tensor used = from_vector<std::uint8_t>(std::vector<std::uint8_t>(locally_used.begin(), locally_used.end()),
                                               {static_cast<std::int64_t>(params.size())}, DType::u8);
@@ -436,5 +449,6 @@ std::vector<std::size_t> BucketedReducer::bucket_bytes() const {
 
 bool BucketedReducer::buckets_rebuilt() const { return state_->rebuilt; }
 std::int64_t BucketedReducer::iterations() const { return state_->iterations; }
+BucketedReducer::Overlap BucketedReducer::last_overlap() const { return state_->overlap; }
 
 }  // namespace ciuic::comm

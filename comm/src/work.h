@@ -32,9 +32,21 @@ class ThreadWork : public Work {
 
   const std::string& description() const override { return description_; }
 
+  WorkTimes times() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return times_;
+  }
+
+  void started() {
+    std::lock_guard<std::mutex> lock(mu_);
+    times_.start = std::chrono::steady_clock::now();
+  }
+
   void finish(std::exception_ptr error = nullptr) {
     {
       std::lock_guard<std::mutex> lock(mu_);
+      times_.end = std::chrono::steady_clock::now();
+      times_.valid = times_.start.time_since_epoch().count() != 0;
       done_ = true;
       error_ = error;
     }
@@ -47,6 +59,7 @@ class ThreadWork : public Work {
   std::condition_variable cv_;
   bool done_ = false;
   std::exception_ptr error_;
+  WorkTimes times_;
 };
 
 // A Work that is already complete (world size 1, empty tensors).

@@ -57,9 +57,18 @@ const char* backend_name(Backend b);
 
 using Milliseconds = std::chrono::milliseconds;
 
+// When a collective ran (steady clock): filled by backends that know (Gloo's
+// worker thread); valid stays false otherwise (NCCL runs on the device).
+struct WorkTimes {
+  std::chrono::steady_clock::time_point start, end;
+  bool valid = false;
+};
+
 // The handle of one asynchronous collective.
 class Work {
  public:
+  // After completion: when the collective started and finished running.
+  virtual WorkTimes times() { return {}; }
   virtual ~Work() = default;
   // True once the collective has finished (successfully or not); never blocks.
   virtual bool is_completed() = 0;

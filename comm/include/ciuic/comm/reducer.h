@@ -119,6 +119,15 @@ class BucketedReducer {
   bool buckets_rebuilt() const;
   // Synchronized iterations completed.
   std::int64_t iterations() const;
+  // The last synchronized iteration's overlap, from the backend's Work times
+  // (Gloo; all zero for backends without them): comm_ms is the time the bucket
+  // allreduces ran, hidden_ms the part of it before the last gradient became
+  // ready (hidden behind backward), tail_ms from that moment until every bucket
+  // was reduced (what backward() waited for).
+  struct Overlap {
+    double comm_ms = 0, hidden_ms = 0, tail_ms = 0;
+  };
+  Overlap last_overlap() const;
   nn::Module& module() { return *module_; }
   Communicator& communicator() { return *comm_; }
 
