@@ -32,6 +32,9 @@ step configure meson setup "$BUILD" $reconf -Dgpu_archs=90 -Dbuildtype=release -
 step build ninja -C "$BUILD" -j "$JOBS"
 step tests_all "$BUILD/tests/ciuic_tests" --order decl
 step tests_cuda "$BUILD/tests/ciuic_tests" "[cuda]" --order decl -s
+# comm/: the NCCL communicator and the reducer at world size 1, and NCCL allreduce bandwidth on one GPU.
+step tests_nccl "$BUILD/tests/comm_tests" "[nccl]" -s
+step bench_allreduce_nccl "$BUILD/comm/ciuic-launch" --nproc-per-node 1 "$BUILD/bench/bench_allreduce" --backend nccl
 if [ $quick = 0 ]; then
   step memcheck compute-sanitizer --tool memcheck --error-exitcode 9 "$BUILD/tests/ciuic_tests" "[cuda]"
   step racecheck compute-sanitizer --tool racecheck --error-exitcode 9 "$BUILD/tests/ciuic_tests" "[cuda]"
