@@ -1,6 +1,8 @@
 // Backend selection, init_process_group, and what every backend shares.
 #include "ciuic/comm/communicator.h"
 
+#include <mutex>
+
 #include "backends.h"
 #include "ciuic/comm/rendezvous.h"
 #include "ciuic/comm/store.h"
@@ -43,7 +45,7 @@ std::string backend_unavailable_reason(Backend b) {
 bool backend_available(Backend b) { return backend_unavailable_reason(b).empty(); }
 
 namespace {
-bool is_loopback(const std::string& host) {
+[[maybe_unused]] bool is_loopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
 }
 }  // namespace
@@ -54,6 +56,7 @@ CommunicatorPtr make_communicator(Backend backend, StorePtr store, int rank, int
   CIUIC_CHECK(store != nullptr, ValueError, "make_communicator", "no store");
   std::string why = backend_unavailable_reason(backend);
   CIUIC_CHECK(why.empty(), NotImplementedError, "init_process_group", "backend ", backend_name(backend), ": ", why);
+  (void)opts;
 #ifdef CIUIC_WITH_GLOO
   if (backend == Backend::gloo) {
     bool loopback = true;
@@ -71,8 +74,17 @@ CommunicatorPtr init_process_group(Backend backend, const InitOptions& opts) {
   std::string why = backend_unavailable_reason(backend);
   CIUIC_CHECK(why.empty(), NotImplementedError, "init_process_group", "backend ", backend_name(backend), ": ", why);
   RendezvousInfo info = rendezvous_from_env();
-  std::shared_ptr<TCPStoreServer> server;
-  StorePtr store = make_store(info, opts.timeout, &server);
+  // One store per process: a second init_process_group (say Gloo for CPU tensors
+  // next to NCCL for CUDA tensors) uses it under a fresh key prefix.
+  static std::mutex mu;
+  static int groups = 0;
+  int group = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    group = groups++;
+  }
+  StorePtr base = process_store(opts.timeout);
+  StorePtr store = std::make_shared<PrefixStore>("pg" + std::to_string(group), base);
   InitOptions o = opts;
   if (o.device_index < 0) o.device_index = info.local_rank;
   CommunicatorPtr c;
@@ -83,11 +95,10 @@ CommunicatorPtr init_process_group(Backend backend, const InitOptions& opts) {
   } else {
     c = make_communicator(backend, store, info.rank, info.world_size, o);
   }
-  // Rank 0 serves the store: every rank must have finished reading from it
-  // before the server may go away with rank 0's communicator.
+  // Nobody returns before every rank has finished the rendezvous: rank 0 serves the
+  // store, and a rank 0 that finished its work and exited would take it away.
   store_barrier(*store, "init/" + std::string(backend_name(backend)), info.world_size);
-  if (server) c->keep_alive(server);
-  c->keep_alive(store);
+  c->keep_alive(base);
   return c;
 }
 

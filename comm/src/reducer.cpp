@@ -355,8 +355,8 @@ BucketedReducer::BucketedReducer(std::shared_ptr<nn::Module> module, Communicato
 
   // 2. Parameters: devices the communicator can move, hooks, broadcast from rank 0.
   NoGradGuard ng;
-  auto params2 = module_->named_parameters();
-  for (const auto& [name, t] : params2.items()) {
+  auto named = module_->named_parameters();
+  for (const auto& [name, t] : named.items()) {
     CIUIC_CHECK(t.device().type == comm_->device().type, DeviceError, "BucketedReducer", "parameter '", name, "' is ",
                 describe(t), " but the ", backend_name(comm_->backend()), " communicator moves ",
                 comm_->device().is_cpu() ? "CPU" : "CUDA", " tensors; expected ",
@@ -379,10 +379,9 @@ BucketedReducer::BucketedReducer(std::shared_ptr<nn::Module> module, Communicato
       t.copy_(c);
     }
   };
-  auto params3 = module_->named_parameters();
-  for (const auto& [name, t] : params3.items()) sync_from_rank0(t);
-  auto buffers2 = module_->named_buffers();
-  for (const auto& [name, t] : buffers2.items()) sync_from_rank0(t);
+  for (const auto& [name, t] : named.items()) sync_from_rank0(t);
+  auto named_buffers = module_->named_buffers();
+  for (const auto& [name, t] : named_buffers.items()) sync_from_rank0(t);
 
   s.marked.assign(s.params.size(), 0);
   s.locally_used.assign(s.params.size(), 0);
@@ -415,8 +414,8 @@ Tensor BucketedReducer::forward(const Tensor& x) {
   State& s = *state_;
   if (s.opts.broadcast_buffers_ && comm_->size() > 1 && !s.no_sync) {
     NoGradGuard ng;
-    auto buffers3 = module_->named_buffers();
-    for (const auto& [name, t] : buffers3.items()) {
+    auto buffers = module_->named_buffers();
+    for (const auto& [name, t] : buffers.items()) {
       Tensor b = t;
       if (b.is_contiguous()) comm_->broadcast(b, 0)->wait();
     }

@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <cstdlib>
+#include <mutex>
 
 namespace ciuic::comm {
 
@@ -130,6 +131,15 @@ StorePtr make_store(const RendezvousInfo& info, Milliseconds timeout, std::share
     if (server) *server = s;
   }
   return std::make_shared<TCPStore>(info.master_addr, info.master_port, timeout, info.token);
+}
+
+StorePtr process_store(Milliseconds timeout) {
+  static std::mutex mu;
+  static std::shared_ptr<TCPStoreServer> server;
+  static StorePtr store;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!store) store = make_store(rendezvous_from_env(), timeout, &server);
+  return store;
 }
 
 }  // namespace ciuic::comm

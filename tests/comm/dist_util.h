@@ -15,14 +15,7 @@
 namespace dist {
 
 // The job's store (rank 0 serves it), shared by every test case of this process.
-inline ciuic::comm::StorePtr job_store() {
-  static std::shared_ptr<ciuic::comm::TCPStoreServer> server;
-  static ciuic::comm::StorePtr store = [] {
-    auto info = ciuic::comm::rendezvous_from_env();
-    return ciuic::comm::make_store(info, std::chrono::seconds(60), &server);
-  }();
-  return store;
-}
+inline ciuic::comm::StorePtr job_store() { return ciuic::comm::process_store(std::chrono::seconds(60)); }
 
 inline int env_rank() { return ciuic::comm::rendezvous_from_env().rank; }
 inline int env_world() { return ciuic::comm::rendezvous_from_env().world_size; }

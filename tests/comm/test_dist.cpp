@@ -64,8 +64,8 @@ std::shared_ptr<M> copy_of(M& src) {
 }
 
 void check_grads_match(nn::Module& dist_model, const std::map<std::string, Tensor>& ref, double rtol, double atol) {
-  auto params2 = dist_model.named_parameters();
-  for (const auto& [name, p] : params2.items()) {
+  auto params = dist_model.named_parameters();
+  for (const auto& [name, p] : params.items()) {
     auto it = ref.find(name);
     if (it == ref.end()) {
       INFO(name);
@@ -106,8 +106,8 @@ TEST_CASE("Seed loop: every rank ends with the parameters of one process on the 
   mse_loss(ref->forward(x), y).backward();
   ref_opt.step();
 
-  auto params3 = model->named_parameters();
-  for (const auto& [name, p] : params3.items()) {
+  auto params = model->named_parameters();
+  for (const auto& [name, p] : params.items()) {
     INFO(name);
     CHECK(dist::same_on_every_rank(w, p));
     double worst = 0;
@@ -195,8 +195,8 @@ TEST_CASE("Reducer: gradients equal one process on the concatenated batch; bucke
     ref->zero_grad();
     mse_loss(ref->forward(x), y).backward();
     check_grads_match(*model, grads_of(*ref), 1e-5, 1e-7);
-    auto params4 = model->named_parameters();
-    for (const auto& [name, p] : params4.items()) CHECK(dist::same_on_every_rank(w, p.grad()));
+    auto params = model->named_parameters();
+    for (const auto& [name, p] : params.items()) CHECK(dist::same_on_every_rank(w, p.grad()));
     if (step == 0) {
       // Rebuilt from the order gradients became ready on rank 0: fc0 is used last in forward.
       CHECK(ddp.buckets_rebuilt());
@@ -372,8 +372,8 @@ TEST_CASE("Reducer: FP16 compression and the loss scaler skip steps together", "
   ref->zero_grad();
   mse_loss(ref->forward(x), y).backward();
   check_grads_match(*model, grads_of(*ref), 2e-3, 1e-4);  // f16 on the wire: ~3 significant digits
-  auto params5 = model->named_parameters();
-  for (const auto& [name, p] : params5.items()) CHECK(dist::same_on_every_rank(w, p.grad()));
+  auto params = model->named_parameters();
+  for (const auto& [name, p] : params.items()) CHECK(dist::same_on_every_rank(w, p.grad()));
 
   // Loss scaling: rank 1 alone overflows; every rank must skip the step.
   optim::SGD opt(model->parameters(), optim::SGDOptions(0.01));
@@ -449,4 +449,17 @@ TEST_CASE("File-store rendezvous: a Gloo communicator over a shared directory", 
   CHECK(t.to_vector<double>()[3] == n * (n + 1) / 2.0);
   w.barrier()->wait();
   if (rank == 0) std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("init_process_group twice in one job: the second group shares the store under its own prefix", "[comm][dist]") {
+  auto a = init_process_group(Backend::gloo, InitOptions());
+  auto b = init_process_group(Backend::gloo, InitOptions());
+  Tensor x = full({3}, a->rank() + 1.0), y = full({3}, 2.0 * (b->rank() + 1));
+  auto wa = a->allreduce(x);
+  auto wb = b->allreduce(y);
+  wa->wait();
+  wb->wait();
+  const int n = a->size();
+  CHECK(x.to_vector<double>()[0] == n * (n + 1) / 2.0);
+  CHECK(y.to_vector<double>()[0] == n * (n + 1.0));
 }

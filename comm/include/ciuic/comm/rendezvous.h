@@ -48,4 +48,10 @@ std::string slurm_first_host(const std::string& nodelist);
 // which must outlive every collective that might still use the store.
 StorePtr make_store(const RendezvousInfo& info, Milliseconds timeout, std::shared_ptr<TCPStoreServer>* server);
 
+// This process's store for the rendezvous in its environment, made on first use
+// (timeout: the first caller's) and kept until the process exits, so rank 0 serves
+// it as long as it runs. Every init_process_group of the process uses it, each
+// under its own key prefix.
+StorePtr process_store(Milliseconds timeout = std::chrono::seconds(300));
+
 }  // namespace ciuic::comm
