@@ -309,6 +309,23 @@ TEST_CASE("ciuic-launch: prefixes output, stops the others when one rank fails, 
   CHECK(std::chrono::steady_clock::now() - t0 < 20s);
   CHECK(out.find("rank 1") != std::string::npos);
   CHECK(out.find("stopping the other ranks") != std::string::npos);
+  // Second node of two: global ranks 2 and 3 of 4, local ranks 0 and 1, the given store address.
+  out.clear();
+  rc = run(std::string(launch) + " --nproc-per-node 2 --nnodes 2 --node-rank 1 --master-addr 127.0.0.1 "
+                                 "--master-port 12345 sh -c 'echo env $RANK $WORLD_SIZE $LOCAL_RANK $MASTER_PORT' 2>&1",
+           out);
+  CHECK(rc == 0);
+  CHECK(out.find("[rank 2] env 2 4 0 12345") != std::string::npos);
+  CHECK(out.find("[rank 3] env 3 4 1 12345") != std::string::npos);
+  // SIGTERM to the launcher reaches every rank; it exits with 128 + 15.
+  out.clear();
+  t0 = std::chrono::steady_clock::now();
+  rc = run("sh -c '" + std::string(launch) + " --nproc-per-node 2 --grace 2 sleep 60 & pid=$!; sleep 1; kill -TERM $pid; "
+           "wait $pid' 2>&1",
+           out);
+  CHECK(rc == 128 + 15);
+  CHECK(std::chrono::steady_clock::now() - t0 < 20s);
+  CHECK(out.find("stopping every rank") != std::string::npos);
   // A missing program.
   out.clear();
   rc = run(std::string(launch) + " --nproc-per-node 1 /nonexistent/program 2>&1", out);
