@@ -93,6 +93,7 @@ struct BucketedReducer::State {
   std::vector<char> marked, locally_used;
   std::size_t next_bucket = 0;
   std::size_t ready_count = 0;
+  std::size_t hook_count = 0;  // parameters marked by their gradient-ready hook (not as unused)
   bool record_order = false;
   std::vector<int> ready_order;
   bool rebuilt = false;
@@ -138,6 +139,20 @@ struct BucketedReducer::State {
   // ---- one iteration ----
   void arm(const std::vector<Tensor>* outputs) {
     if (no_sync) return;
+    // A forward without a graph (NoGradGuard, eval) prepares nothing, as in PyTorch.
+    if (!grad_mode_enabled()) return;
+    if (outputs) {
+      bool any = false;
+      for (const Tensor& o : *outputs) any = any || (o.defined() && o.requires_grad());
+      if (!any) return;
+    }
+    if (armed && hook_count == 0) {
+      // A second forward before any backward: let collectives already started for
+      // unused parameters finish (every rank started the same ones), then start over.
+      for (auto& b : buckets)
+        if (b.work) b.work->wait();
+      armed = false;
+    }
     if (armed && ready_count > 0) {
       std::vector<std::string> missing;
       for (std::size_t i = 0; i < params.size(); ++i)
@@ -151,6 +166,7 @@ struct BucketedReducer::State {
     std::fill(marked.begin(), marked.end(), 0);
     std::fill(locally_used.begin(), locally_used.end(), 0);
     ready_count = 0;
+    hook_count = 0;
     next_bucket = 0;
     for (auto& b : buckets) {
       b.pending = static_cast<int>(b.params.size());
@@ -212,6 +228,7 @@ struct BucketedReducer::State {
                 "the gradient of '", p.name, "' became ready outside a prepared iteration: run each forward through "
                 "reducer.forward(x) (or call prepare_for_backward(outputs) after a custom forward) before backward. "
                 "A second backward after one forward marks '", p.name, "' ready twice; use no_sync() to accumulate");
+    ++hook_count;
     mark(i, /*used=*/true);
   }
 

@@ -463,3 +463,31 @@ TEST_CASE("init_process_group twice in one job: the second group shares the stor
   CHECK(x.to_vector<double>()[0] == n * (n + 1) / 2.0);
   CHECK(y.to_vector<double>()[0] == n * (n + 1.0));
 }
+
+TEST_CASE("Reducer: a no-grad forward prepares nothing; a second forward before backward starts over", "[comm][dist]") {
+  auto& w = dist::world();
+  const int rank = w.rank(), world = w.size();
+  manual_seed(51);
+  auto model = std::make_shared<Deep>();  // extra unused
+  BucketedReducer ddp(model, dist::new_comm("evalfwd"), ReducerOptions().find_unused_parameters().first_bucket_cap_bytes(256));
+  auto ref = copy_of(*model);
+  Generator gen(13);
+  Tensor x = randn({2 * world, 24}, {}, &gen), y = randn({2 * world, 24}, {}, &gen);
+  model->zero_grad();
+  mse_loss(ddp.forward(dist::shard(x, rank, 2)), dist::shard(y, rank, 2)).backward();
+  ref->zero_grad();
+  mse_loss(ref->forward(x), y).backward();
+  auto before = grads_of(*model);
+  {
+    NoGradGuard ng;  // evaluation: no collectives, gradients untouched
+    ddp.forward(x);
+  }
+  check_grads_match(*model, before, 0, 0);
+  check_grads_match(*model, grads_of(*ref), 1e-5, 1e-7);
+  // Forward twice (the first output discarded), then one backward.
+  model->zero_grad();
+  ddp.forward(dist::shard(x, rank, 2));
+  mse_loss(ddp.forward(dist::shard(x, rank, 2)), dist::shard(y, rank, 2)).backward();
+  check_grads_match(*model, grads_of(*ref), 1e-5, 1e-7);
+  CHECK(ddp.iterations() == 2);
+}
