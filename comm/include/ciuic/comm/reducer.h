@@ -30,6 +30,8 @@
 //   gradients actually became ready on rank 0 (broadcast, so every rank agrees).
 // - no_sync(): backward accumulates locally without communicating (gradient
 //   accumulation); the first backward after it reduces the accumulated sum.
+//   A forward without a graph (NoGradGuard, evaluation) prepares nothing; a second
+//   forward before any backward starts the iteration over.
 // - find_unused_parameters: forward() finds the parameters its output does not
 //   depend on and marks them ready at once (zero gradient); parameters unused on
 //   every rank keep an undefined .grad, so optimizers skip them. Without it, such
