@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
           },
           1, reps);
       // The slowest rank's median (one allreduce).
-      Tensor slow = full({1}, tm.median_ms / inner, DType::f64);
+      Tensor slow = full({1}, tm.median_ms / inner, TensorOptions(DType::f64).device(dev));
       c->allreduce(slow, comm::ReduceOp::max)->wait();
       double ms = slow.item();
       double algbw = static_cast<double>(bytes) / (ms * 1e-3) / 1e9;

@@ -103,7 +103,7 @@ CommunicatorPtr init_process_group(Backend backend, const InitOptions& opts) {
 }
 
 bool any_rank(Communicator& comm, bool local) {
-  Tensor flag = full({1}, local ? 1.0 : 0.0, DType::u8);
+  Tensor flag = full({1}, local ? 1.0 : 0.0, TensorOptions(DType::u8).device(comm.device()));
   comm.allreduce(flag, ReduceOp::max)->wait();
   return flag.item() != 0.0;
 }

@@ -155,6 +155,8 @@ class NcclCommunicator : public Communicator {
 
   // Host-side wait with a deadline: polls completion and NCCL's asynchronous error.
   void host_wait(NcclWork& w, Milliseconds timeout) {
+    CIUIC_COMM_CHECK(!aborted_, CommError, "nccl", w.description(),
+                     ": the NCCL communicator was aborted after an earlier failure");
     auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
       if (w.end().query()) return;

@@ -291,7 +291,8 @@ struct BucketedReducer::State {
     overlap = ov;
     if (opts.find_unused_parameters_) {
       Tensor used = from_vector<std::uint8_t>(std::vector<std::uint8_t>(locally_used.begin(), locally_used.end()),
-                                              {static_cast<std::int64_t>(params.size())}, DType::u8);
+                                              {static_cast<std::int64_t>(params.size())},
+                                              TensorOptions(DType::u8).device(comm->device()));
       comm->allreduce(used, ReduceOp::max)->wait();
       auto g = used.to_vector<std::uint8_t>();
       for (std::size_t i = 0; i < params.size(); ++i) {
@@ -314,7 +315,8 @@ struct BucketedReducer::State {
     for (int i : ready_order) in[static_cast<std::size_t>(i)] = 1;
     for (int i = static_cast<int>(params.size()) - 1; i >= 0; --i)
       if (!in[static_cast<std::size_t>(i)]) order.push_back(i);
-    Tensor t = from_vector<std::int64_t>(order, {static_cast<std::int64_t>(order.size())}, DType::i64);
+    Tensor t = from_vector<std::int64_t>(order, {static_cast<std::int64_t>(order.size())},
+                                         TensorOptions(DType::i64).device(comm->device()));
     if (comm->size() > 1) comm->broadcast(t, 0)->wait();
     auto got = t.to_vector<std::int64_t>();
     std::vector<int> o;
@@ -341,15 +343,17 @@ BucketedReducer::BucketedReducer(std::shared_ptr<nn::Module> module, Communicato
 
   // 1. Same names, dtypes and shapes everywhere: gather every rank's description.
   std::string mine = join_lines(describe_model(*module_));
-  Tensor len = full({1}, static_cast<double>(mine.size()), DType::i64);
-  Tensor lens = zeros({world}, DType::i64);
+  // Small control tensors live where the communicator moves data (the GPU for NCCL).
+  const Device cdev = comm_->device();
+  Tensor len = full({1}, static_cast<double>(mine.size()), TensorOptions(DType::i64).device(cdev));
+  Tensor lens = zeros({world}, TensorOptions(DType::i64).device(cdev));
   comm_->allgather(len, lens)->wait();
   auto all_lens = lens.to_vector<std::int64_t>();
   std::int64_t max_len = *std::max_element(all_lens.begin(), all_lens.end());
   std::vector<std::uint8_t> padded(static_cast<std::size_t>(max_len), 0);
   std::memcpy(padded.data(), mine.data(), mine.size());
-  Tensor text = from_vector<std::uint8_t>(padded, {max_len}, DType::u8);
-  Tensor texts = zeros({max_len * world}, DType::u8);
+  Tensor text = from_vector<std::uint8_t>(padded, {max_len}, TensorOptions(DType::u8).device(cdev));
+  Tensor texts = zeros({max_len * world}, TensorOptions(DType::u8).device(cdev));
   if (max_len > 0) comm_->allgather(text, texts)->wait();
   auto bytes = texts.to_vector<std::uint8_t>();
   auto text_of = [&](int r) {
