@@ -1,0 +1,31 @@
+// train_gpt2: trains GPT-2 (or the tiny byte-level GPT) with ciuic. The job itself
+// lives in models/ (ciuic/models/train_gpt2.h); this is its command line.
+//   train_gpt2 --help
+// Exit codes: 0 done, 1 a runtime error (bad file, out of memory, ...), 2 a bad command line.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "ciuic/models/train_gpt2.h"
+
+int main(int argc, char** argv) {
+  using namespace ciuic;
+  models::TrainOptions opts;
+  try {
+    opts = models::parse_train_args(std::vector<std::string>(argv + 1, argv + argc));
+  } catch (const models::UsageError& e) {
+    std::fprintf(stderr, "%s\n\n%s", e.what(), models::train_usage().c_str());
+    return 2;
+  }
+  if (opts.help) {
+    std::fputs(models::train_usage().c_str(), stdout);
+    return 0;
+  }
+  try {
+    models::train_gpt2(opts, stdout);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "train_gpt2: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
