@@ -1,10 +1,15 @@
 // train_gpt2: trains GPT-2 (or the tiny byte-level GPT) with ciuic. The job itself
 // lives in models/ (ciuic/models/train_gpt2.h); this is its command line.
 //   train_gpt2 --help
+// Under ciuic-launch (WORLD_SIZE > 1 in the environment) it trains data parallel:
+// Gloo for --device cpu, NCCL for cuda; --batch is per rank.
 // Exit codes: 0 done, 1 a runtime error (bad file, out of memory, ...), 2 a bad command line.
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
+
+#include <ciuic/comm/communicator.h>
 
 #include "ciuic/models/train_gpt2.h"
 
@@ -22,7 +27,11 @@ int main(int argc, char** argv) {
     return 0;
   }
   try {
-    models::train_gpt2(opts, stdout);
+    comm::CommunicatorPtr comm;
+    const char* world = std::getenv("WORLD_SIZE");
+    if (world && std::atoi(world) > 1)
+      comm = comm::init_process_group(opts.device == "cpu" ? comm::Backend::gloo : comm::Backend::nccl);
+    models::train_gpt2(opts, stdout, comm);
   } catch (const Error& e) {
     std::fprintf(stderr, "train_gpt2: %s\n", e.what());
     return 1;

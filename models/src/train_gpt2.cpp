@@ -8,11 +8,13 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include <ciuic/allocator.h>
+#include <ciuic/comm/reducer.h>
 #include <ciuic/amp.h>
 #include <ciuic/io.h>
 #include <ciuic/optim.h>
@@ -252,8 +254,8 @@ double median(std::vector<double> v) {
 Allocator& allocator_of(Device d) { return d.is_cuda() ? cuda_allocator(d.index) : cpu_allocator(); }
 
 // What a saved run must share with the resuming one for the losses to continue exactly.
-json run_signature(const TrainOptions& o, const GPT2Config& c) {
-  return {{"num_layers", c.num_layers}, {"num_heads", c.num_heads}, {"channels", c.channels},
+json run_signature(const TrainOptions& o, const GPT2Config& c, int world) {
+  return {{"world", world}, {"num_layers", c.num_layers}, {"num_heads", c.num_heads}, {"channels", c.channels},
           {"vocab_size", c.vocab_size}, {"max_seq_len", c.max_seq_len}, {"precision", o.precision},
           {"batch", o.batch}, {"seq", o.seq}, {"grad_accum", o.grad_accum}};
 }
@@ -266,7 +268,7 @@ struct RunState {
 };
 
 void save_run(const std::string& path, const TrainOptions& o, const GPT2& model, const optim::Optimizer& opt,
-              const amp::LossScaler& scaler, const RunState& st) {
+              const amp::LossScaler& scaler, const RunState& st, int world) {
   NamedTensors tensors;
   for (auto entries = model.state_dict(); const auto& [name, t] : entries.items()) tensors.emplace_back("model/" + name, t);
   optim::OptimizerStateDict sd = opt.state_dict();
@@ -287,7 +289,7 @@ void save_run(const std::string& path, const TrainOptions& o, const GPT2& model,
   json state = {{"format", "ciuic train_gpt2 run"},
                 {"version", 1},
                 {"step", st.step},
-                {"signature", run_signature(o, model.config())},
+                {"signature", run_signature(o, model.config(), world)},
                 {"optimizer", {{"name", sd.optimizer}, {"groups", groups}}},
                 {"scaler", {{"scale", ss.scale}, {"growth_tracker", ss.growth_tracker},
                             {"overflow_streak", ss.overflow_streak}}},
@@ -297,7 +299,7 @@ void save_run(const std::string& path, const TrainOptions& o, const GPT2& model,
 }
 
 RunState load_run(const std::string& path, const TrainOptions& o, GPT2& model, optim::Optimizer& opt,
-                  amp::LossScaler& scaler) {
+                  amp::LossScaler& scaler, int world) {
   const char* op = "train_gpt2 --resume";
   Metadata meta = load_safetensors_metadata(path);
   auto it = meta.find(kStateKey);
@@ -312,9 +314,9 @@ RunState load_run(const std::string& path, const TrainOptions& o, GPT2& model, o
   try {
     CIUIC_CHECK(state.at("version").get<int>() == 1, IOError, op, "\"", path, "\" has run-state version ",
                 state.at("version").dump(), "; expected 1");
-    const json want = run_signature(o, model.config()), got = state.at("signature");
+    const json want = run_signature(o, model.config(), world), got = state.at("signature");
     CIUIC_CHECK(want == got, ValueError, op, "\"", path, "\" was saved by a run with ", got.dump(),
-                "; this run has ", want.dump(), " (the model, precision, batch, seq and grad-accum must match)");
+                "; this run has ", want.dump(), " (the model, precision, ranks, batch, seq and grad-accum must match)");
     std::map<std::string, Tensor> tensors;
     for (auto& [name, t] : load_safetensors(path)) tensors.emplace(name, t);
     nn::StateDict msd;
@@ -361,6 +363,14 @@ RunState load_run(const std::string& path, const TrainOptions& o, GPT2& model, o
   }
 }
 
+// The mean of v over the ranks (v itself without a communicator).
+double rank_mean(const comm::CommunicatorPtr& comm, double v) {
+  if (!comm || comm->size() == 1) return v;
+  Tensor t = full({1}, v, TensorOptions(DType::f64).device(comm->device()));
+  comm->allreduce(t, comm::ReduceOp::sum)->wait();
+  return t.item() / static_cast<double>(comm->size());
+}
+
 double evaluate(GPT2& model, DataLoader& loader, std::int64_t batches, Device dev) {
   NoGradGuard ng;
   const bool was_training = model.is_training();
@@ -377,7 +387,10 @@ double evaluate(GPT2& model, DataLoader& loader, std::int64_t batches, Device de
 
 }  // namespace
 
-TrainResult train_gpt2(const TrainOptions& o, std::FILE* out) {
+TrainResult train_gpt2(const TrainOptions& o, std::FILE* out, comm::CommunicatorPtr comm) {
+  const bool distributed = comm && comm->size() > 1;
+  const int rank = distributed ? comm->rank() : 0, world = distributed ? comm->size() : 1;
+  if (rank != 0) out = nullptr;
   auto say = [&](const char* fmt, auto... args) {
     if (out) std::fprintf(out, fmt, args...);
   };
@@ -414,11 +427,11 @@ TrainResult train_gpt2(const TrainOptions& o, std::FILE* out) {
   TokenDataset train_data = TokenDataset::from_spec(o.data), val_data;
   if (o.val_data.empty()) std::tie(train_data, val_data) = train_data.split_tail(0.1);
   else val_data = TokenDataset::from_spec(o.val_data);
-  DataLoader loader(train_data, o.batch, o.seq);
+  DataLoader loader(train_data, o.batch, o.seq, rank, world);
   loader.set_vocab_limit(mc.vocab_size);
   std::unique_ptr<DataLoader> val_loader;
   if (o.val_batches > 0) {
-    val_loader = std::make_unique<DataLoader>(val_data, o.batch, o.seq);
+    val_loader = std::make_unique<DataLoader>(val_data, o.batch, o.seq, rank, world);
     val_loader->set_vocab_limit(mc.vocab_size);
   }
   std::vector<std::string> vocab;
@@ -433,9 +446,13 @@ TrainResult train_gpt2(const TrainOptions& o, std::FILE* out) {
   optim::CosineWithWarmup schedule(opt, warmup, o.steps, o.min_lr_ratio);
   amp::LossScaler scaler(amp::LossScalerOptions().enabled(dtype == DType::f16));
 
+  // Data parallel: after the model is final (dtype, device), before any resume (every rank loads the same file).
+  std::unique_ptr<comm::BucketedReducer> ddp;
+  if (distributed) ddp = std::make_unique<comm::BucketedReducer>(model, comm);
+
   RunState st;
   if (!o.resume.empty()) {
-    st = load_run(o.resume, o, *model, opt, scaler);
+    st = load_run(o.resume, o, *model, opt, scaler, world);
     loader.set_position(st.data);
     say("resumed %s at step %lld\n", o.resume.c_str(), static_cast<long long>(st.step));
   }
@@ -443,7 +460,7 @@ TrainResult train_gpt2(const TrainOptions& o, std::FILE* out) {
   CIUIC_CHECK(st.step <= last, ValueError, "train_gpt2", "the saved run is at step ", st.step, "; nothing to do up to ",
               last);
 
-  const std::int64_t tokens_per_step = o.batch * o.seq * o.grad_accum;
+  const std::int64_t tokens_per_step = o.batch * o.seq * o.grad_accum * world;
   const double flops_per_step = model->flops_per_token(o.seq) * static_cast<double>(tokens_per_step);
   double peak = o.peak_tflops * 1e12;
   if (peak == 0 && dev.is_cuda()) peak = 989.4e12;  // H100 / H200 SXM dense FP16/BF16 tensor-core peak
@@ -454,19 +471,22 @@ TrainResult train_gpt2(const TrainOptions& o, std::FILE* out) {
       static_cast<long long>(res.parameters), origin.c_str(), o.precision.c_str(), dev.str().c_str(),
       mc.checkpoint.str().c_str());
   say("data: %s; val: %s\n", train_data.describe().c_str(), val_data.describe().c_str());
+  if (distributed) say("data parallel: %d ranks (%s), --batch %lld per rank\n", world,
+                       comm->backend() == comm::Backend::gloo ? "Gloo" : "NCCL", static_cast<long long>(o.batch));
   say("batch %lld x seq %lld x grad-accum %lld = %lld tokens/step, %lld steps, AdamW lr %.2e (warm-up %lld, cosine "
       "to %.2g x), wd %.2g, clip %.2g\n",
-      static_cast<long long>(o.batch), static_cast<long long>(o.seq), static_cast<long long>(o.grad_accum),
+      static_cast<long long>(o.batch * world), static_cast<long long>(o.seq), static_cast<long long>(o.grad_accum),
       static_cast<long long>(tokens_per_step), static_cast<long long>(o.steps), o.lr, static_cast<long long>(warmup),
       o.min_lr_ratio, o.weight_decay, o.clip);
 
   auto validate = [&](std::int64_t step) {
     if (!val_loader) return;
-    double v = evaluate(*model, *val_loader, o.val_batches, dev);
+    double v = rank_mean(comm, evaluate(*model, *val_loader, o.val_batches, dev));
     res.val_loss.emplace_back(step, v);
     say("val loss %.4f\n", v);
   };
   auto sample = [&](std::int64_t step) {
+    if (!out) return;  // only the printing rank generates
     const std::int64_t prompt = mc.vocab_size > ByteTokenizer::kEndOfText ? ByteTokenizer::kEndOfText
                                                                            : ByteTokenizer::token_of_byte('\n');
     const std::int64_t n = std::min<std::int64_t>(o.sample_tokens, mc.max_seq_len - 1);
@@ -483,12 +503,17 @@ TrainResult train_gpt2(const TrainOptions& o, std::FILE* out) {
     opt.zero_grad();
     double loss_sum = 0;
     for (std::int64_t micro = 0; micro < o.grad_accum; ++micro) {
+      // Data parallel: only the last micro-step's backward communicates (the accumulated sum).
+      std::optional<comm::BucketedReducer::NoSync> local;
+      if (ddp && micro + 1 < o.grad_accum) local.emplace(*ddp);
       auto b = loader.next(dev);
       Tensor loss = model->loss(b.idx, b.targets);
+      if (ddp) ddp->prepare_for_backward({loss});
       Tensor scaled = scaler.scale(o.grad_accum > 1 ? div(loss, static_cast<double>(o.grad_accum)) : loss);
       scaled.backward();
       loss_sum += loss.item();
     }
+    loss_sum = rank_mean(comm, loss_sum);
     scaler.unscale_(opt);
     const double norm = optim::clip_grad_norm_(opt, o.clip > 0 ? o.clip : optim::kInfNorm);
     StepRecord r;
@@ -529,15 +554,15 @@ TrainResult train_gpt2(const TrainOptions& o, std::FILE* out) {
     }
     if (o.val_every > 0 && step % o.val_every == 0 && step != last) validate(step);
     if (o.sample_every > 0 && step % o.sample_every == 0) sample(step);
-    if (o.save_every > 0 && step % o.save_every == 0 && step != last) {
+    if (o.save_every > 0 && step % o.save_every == 0 && step != last && rank == 0) {
       st.data = loader.position();
-      save_run(o.save, o, *model, opt, scaler, st);
+      save_run(o.save, o, *model, opt, scaler, st, world);
     }
   }
   if (!res.steps.empty()) validate(st.step);
   st.data = loader.position();
-  if (!o.save.empty()) {
-    save_run(o.save, o, *model, opt, scaler, st);
+  if (!o.save.empty() && rank == 0) {
+    save_run(o.save, o, *model, opt, scaler, st, world);
     say("saved %s (step %lld)\n", o.save.c_str(), static_cast<long long>(st.step));
   }
 
@@ -553,7 +578,7 @@ TrainResult train_gpt2(const TrainOptions& o, std::FILE* out) {
         res.steps.size(), res.steps.front().loss, res.steps.back().loss, res.median_ms, si(res.tokens_per_s).c_str(),
         mfu.c_str(), mem_str(res.peak_memory_bytes).c_str());
   }
-  if (!o.json.empty()) {
+  if (!o.json.empty() && rank == 0) {
     json steps = json::array();
     for (const auto& r : res.steps)
       steps.push_back({{"step", r.step}, {"loss", r.loss}, {"norm", r.norm}, {"lr", r.lr}, {"scale", r.scale},

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include <ciuic/ciuic.h>
+#include <ciuic/comm/communicator.h>
 
 namespace ciuic::models {
 
@@ -79,6 +80,13 @@ struct TrainResult {
 };
 
 // Runs the job, printing to out (nullptr: silent). Library errors propagate.
-TrainResult train_gpt2(const TrainOptions& opts, std::FILE* out = stdout);
+// Data parallel: with a communicator of size > 1 (train_gpt2 makes one from the
+// environment ciuic-launch sets: Gloo for --device cpu, NCCL for cuda), the model
+// is wrapped in comm::BucketedReducer (rank 0's weights broadcast, gradients
+// averaged during backward, no_sync across gradient-accumulation micro-steps),
+// rank r reads the r-th slice of every data window (DataLoader), and the printed
+// losses are averaged over the ranks: the run equals one process on the combined
+// batch of world x --batch rows. --batch is per rank. Only rank 0 prints and saves.
+TrainResult train_gpt2(const TrainOptions& opts, std::FILE* out = stdout, comm::CommunicatorPtr comm = nullptr);
 
 }  // namespace ciuic::models
