@@ -79,7 +79,7 @@ case "$cmd" in
     if [ -x "$BUILD_DIR/bench/train_gpt2" ] && grep -q "CIUIC_WITH_CUDA" "$BUILD_DIR/build.ninja" 2>/dev/null \
        && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
       exec "$BUILD_DIR/bench/train_gpt2" --model d12 --precision fp16 --device cuda --batch 16 --seq 1024 \
-        --steps 40 --lr 6e-4 --warmup 10 --val-batches 2 "$@"
+        --steps 40 --lr 6e-4 --warmup 10 --val-batches 0 "$@"
     fi
     exec "$BUILD_DIR/bench/train_gpt2" --model tiny --batch 8 --seq 64 --steps 300 --lr 2e-3 --warmup 20 \
       --val-every 100 --val-batches 8 --sample-every 150 --sample-tokens 96 "$@" ;;
