@@ -111,7 +111,8 @@ RendezvousInfo rendezvous_from_env(const EnvLookup& env) {
     if (addr && !addr->empty()) r.master_addr = *addr;
     r.master_port = parse_int(env, "MASTER_PORT", 29500, 1, 65535);
   } else {
-    r.source = "single";  // no launcher: one process
+    r.source = "single";  // no launcher: one process, its store on any free loopback port
+    r.master_port = 0;
   }
   CIUIC_CHECK(r.local_rank < r.local_world_size || r.source == "single", ValueError, "rendezvous", "local rank ",
               r.local_rank, " is not below the local world size ", r.local_world_size);
@@ -126,11 +127,13 @@ RendezvousInfo rendezvous_from_env(const EnvLookup& env) {
 
 StorePtr make_store(const RendezvousInfo& info, Milliseconds timeout, std::shared_ptr<TCPStoreServer>* server) {
   if (!info.store_file.empty()) return std::make_shared<FileStore>(info.store_file, timeout);
+  int port = info.master_port;
   if (info.rank == 0) {
     auto s = std::make_shared<TCPStoreServer>(info.master_addr, info.master_port, info.token);
+    port = s->port();  // differs from master_port only when that is 0 (any free port)
     if (server) *server = s;
   }
-  return std::make_shared<TCPStore>(info.master_addr, info.master_port, timeout, info.token);
+  return std::make_shared<TCPStore>(info.master_addr, port, timeout, info.token);
 }
 
 StorePtr process_store(Milliseconds timeout) {

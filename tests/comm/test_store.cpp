@@ -218,6 +218,14 @@ TEST_CASE("Rendezvous from torchrun-style, Slurm and Open MPI environments", "[c
                         ValueError, "MASTER_PORT='70000'");
   CHECK_THROWS_WITH_ALL(rendezvous_from_env(env_of({{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "2"}})),
                         ValueError, "mpirun -x MASTER_ADDR");
+  auto one = rendezvous_from_env(env_of({}));
+  CHECK((one.source == "single" && one.rank == 0 && one.world_size == 1 && one.master_port == 0));
+  std::shared_ptr<TCPStoreServer> srv;
+  auto st = make_store(one, std::chrono::seconds(5), &srv);  // any free port
+  REQUIRE(srv != nullptr);
+  CHECK(srv->port() > 0);
+  st->set("k", std::string("v"));
+  CHECK(st->get_string("k") == "v");
   CHECK(slurm_first_host("n[003-004]") == "n003");
   CHECK(slurm_first_host("a[1-3,7],b") == "a1");
   CHECK(slurm_first_host("solo") == "solo");

@@ -9,6 +9,7 @@
 //      on port MASTER_PORT or 20000 + SLURM_JOB_ID % 20000;
 //   3. Open MPI (mpirun): OMPI_COMM_WORLD_RANK, _SIZE, _LOCAL_RANK, _LOCAL_SIZE;
 //      MASTER_ADDR (and MASTER_PORT, default 29500) must be exported (mpirun -x).
+// Without any of them: one process (rank 0 of 1, its store on a free loopback port).
 // MASTER_ADDR / MASTER_PORT override the Slurm defaults. CIUIC_INIT_METHOD=file:///shared/dir
 // uses a FileStore there instead of the TCP store. CIUIC_STORE_TOKEN, when set,
 // is required by the TCP store from every client.
