@@ -438,6 +438,18 @@ TEST_CASE("train_gpt2: grad accumulation, checkpointing, bf16 and JSON output", 
   from_file.steps = 1;
   auto r2 = models::train_gpt2(from_file, nullptr);
   CHECK(r2.parameters == m.num_parameters());
+  models::save_hf_safetensors(m, dir / "init.safetensors");
+  from_file.init = dir / "init.safetensors";
+  CHECK(models::train_gpt2(from_file, nullptr).parameters == m.num_parameters());
+  // The other checkpoint policies train too.
+  for (const char* policy : {"selective", "auto:1"}) {
+    auto p = job("fp32");
+    p.steps = 2;
+    p.checkpoint = policy;
+    auto rp = models::train_gpt2(p, nullptr);
+    INFO(policy);
+    CHECK(rp.steps.size() == 2);
+  }
   // Data whose tokens exceed the vocabulary is refused with the token and file named.
   std::vector<std::uint16_t> toks(4000, 1000);
   models::write_token_shard(dir / "big.bin", toks);
