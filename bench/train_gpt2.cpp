@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
       comm = comm::init_process_group(opts.device == "cpu" ? comm::Backend::gloo : comm::Backend::nccl);
     models::train_gpt2(opts, stdout, comm);
   } catch (const Error& e) {
-    std::fprintf(stderr, "train_gpt2: %s\n", e.what());
+    const std::string msg = e.what();
+    std::fprintf(stderr, "%s%s\n", msg.rfind("train_gpt2", 0) == 0 ? "" : "train_gpt2: ", msg.c_str());
     return 1;
   }
   return 0;
