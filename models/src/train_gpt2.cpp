@@ -501,7 +501,7 @@ TrainResult train_gpt2(const TrainOptions& o, std::FILE* out, comm::Communicator
     auto t0 = std::chrono::steady_clock::now();
     schedule.set_step(step);  // lr of this step: warm-up from lr/warmup, then cosine
     opt.zero_grad();
-    double loss_sum = 0;
+    Tensor loss_sum;  // on the device: read back once per step, not per micro-step
     for (std::int64_t micro = 0; micro < o.grad_accum; ++micro) {
       // Data parallel: only the last micro-step's backward communicates (the accumulated sum).
       std::optional<comm::BucketedReducer::NoSync> local;
@@ -511,9 +511,8 @@ TrainResult train_gpt2(const TrainOptions& o, std::FILE* out, comm::Communicator
       if (ddp) ddp->prepare_for_backward({loss});
       Tensor scaled = scaler.scale(o.grad_accum > 1 ? div(loss, static_cast<double>(o.grad_accum)) : loss);
       scaled.backward();
-      loss_sum += loss.item();
+      loss_sum = loss_sum.defined() ? add(loss_sum, loss.detach()) : loss.detach();
     }
-    loss_sum = rank_mean(comm, loss_sum);
     scaler.unscale_(opt);
     const double norm = optim::clip_grad_norm_(opt, o.clip > 0 ? o.clip : optim::kInfNorm);
     StepRecord r;
@@ -523,7 +522,7 @@ TrainResult train_gpt2(const TrainOptions& o, std::FILE* out, comm::Communicator
     scaler.step(opt);
     r.skipped = scaler.step_skipped();
     scaler.update();
-    r.loss = loss_sum / static_cast<double>(o.grad_accum);
+    r.loss = rank_mean(comm, loss_sum.item()) / static_cast<double>(o.grad_accum);
     r.norm = norm;
     r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     r.tokens_per_s = static_cast<double>(tokens_per_step) / (r.ms / 1e3);
