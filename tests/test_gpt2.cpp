@@ -489,3 +489,36 @@ TEST_CASE("train_gpt2 command line: every option parses, bad ones are usage erro
   CHECK_THROWS_WITH_ALL(models::parse_train_args({"--save-every", "5"}), UsageError, "--save PATH");
   CHECK(models::train_usage().find("--checkpoint") != std::string::npos);
 }
+
+TEST_CASE("train_gpt2: an fp16 step whose gradients overflow is skipped and marked", "[gpt2][train]") {
+  TempDir dir("skip");
+  // Embeddings of magnitude ~100: the loss-scaled gradient through the tied output layer overflows f16.
+  GPT2Config c = small(1, 256);
+  c.max_seq_len = 64;
+  GPT2 m(c);
+  {
+    NoGradGuard ng;
+    Tensor w = m.transformer->wte->weight;
+    w.copy_(mul(w, 5000.0));
+  }
+  models::save_llmc(m, dir / "big.bin");
+  auto o = job("fp16");
+  o.init = dir / "big.bin";
+  o.steps = 2;
+  o.quiet = false;
+  std::FILE* log = std::fopen((dir / "log.txt").c_str(), "w+");
+  REQUIRE(log != nullptr);
+  auto r = models::train_gpt2(o, log);
+  std::fclose(log);
+  REQUIRE(r.steps.size() == 2);
+  CHECK(r.steps[0].skipped);
+  CHECK(r.steps[0].scale == 65536.0);
+  CHECK(r.steps[1].scale == 32768.0);  // backed off after the overflow
+  std::ifstream f(dir / "log.txt");
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  INFO(text);
+  CHECK(text.find("step 1/2 | loss") != std::string::npos);
+  CHECK(text.find("| scale 65536 |") != std::string::npos);
+  CHECK(text.find("| skipped (inf/nan)") != std::string::npos);
+  CHECK(text.find("summary: 2 steps") != std::string::npos);
+}
