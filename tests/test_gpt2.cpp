@@ -456,6 +456,18 @@ TEST_CASE("train_gpt2: grad accumulation, checkpointing, bf16 and JSON output", 
   auto big = job("fp32");
   big.data = dir / "big.bin";
   CHECK_THROWS_WITH_ALL(models::train_gpt2(big, nullptr), ValueError, "token 1000", "big.bin", "[0, 256)");
+  // Held-out text too short for one batch: the run trains without validation and says so.
+  {
+    std::ofstream t(dir / "short.txt");
+    for (int i = 0; i < 100; ++i) t << "the quick brown fox ";  // 2000 bytes: 1800 train, 200 validation
+  }
+  auto short_val = job("fp32");
+  short_val.data = dir / "short.txt";
+  short_val.seq = 128;
+  short_val.steps = 1;
+  auto rs = models::train_gpt2(short_val, nullptr);
+  CHECK(rs.steps.size() == 1);
+  CHECK(rs.val_loss.empty());
   auto missing = job("fp32");
   missing.init = dir / "nope.bin";
   CHECK_THROWS_WITH_ALL(models::train_gpt2(missing, nullptr), IOError, "nope.bin");

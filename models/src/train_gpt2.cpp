@@ -430,9 +430,15 @@ TrainResult train_gpt2(const TrainOptions& o, std::FILE* out, comm::Communicator
   DataLoader loader(train_data, o.batch, o.seq, rank, world);
   loader.set_vocab_limit(mc.vocab_size);
   std::unique_ptr<DataLoader> val_loader;
+  std::string no_validation;
   if (o.val_batches > 0) {
-    val_loader = std::make_unique<DataLoader>(val_data, o.batch, o.seq, rank, world);
-    val_loader->set_vocab_limit(mc.vocab_size);
+    try {
+      val_loader = std::make_unique<DataLoader>(val_data, o.batch, o.seq, rank, world);
+      val_loader->set_vocab_limit(mc.vocab_size);
+    } catch (const ValueError& e) {
+      // Too little held-out text for one batch (the embedded corpus at GPT-2 shapes): train without it, and say so.
+      no_validation = e.what();
+    }
   }
   std::vector<std::string> vocab;
   if (!o.tokenizer.empty()) vocab = read_llmc_tokenizer(o.tokenizer);
@@ -471,6 +477,7 @@ TrainResult train_gpt2(const TrainOptions& o, std::FILE* out, comm::Communicator
       static_cast<long long>(res.parameters), origin.c_str(), o.precision.c_str(), dev.str().c_str(),
       mc.checkpoint.str().c_str());
   say("data: %s; val: %s\n", train_data.describe().c_str(), val_data.describe().c_str());
+  if (!no_validation.empty()) say("no validation: %s\n", no_validation.c_str());
   if (distributed) say("data parallel: %d ranks (%s), --batch %lld per rank\n", world,
                        comm->backend() == comm::Backend::gloo ? "Gloo" : "NCCL", static_cast<long long>(o.batch));
   say("batch %lld x seq %lld x grad-accum %lld = %lld tokens/step, %lld steps, AdamW lr %.2e (warm-up %lld, cosine "
