@@ -16,3 +16,4 @@
 #include "ciuic/io.h"
 #include "ciuic/checkpoint.h"
 #include "ciuic/amp.h"
+#include "ciuic/cudnn.h"

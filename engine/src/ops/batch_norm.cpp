@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "acc_data.h"
+#include "cnn_cuda.h"
 #include "op_util.h"
 #include "ciuic/checkpoint.h"
 
@@ -185,12 +186,44 @@ GradList backward_cpu(const Layout& L, const Tensor& gy, const Tensor& x, const 
   return {gx, gw, gb};
 }
 
+// The CUDA path (cnn_cuda.h): cuDNN forward; its backward uses the batch statistics
+// cuDNN saved (training) or the running stats (eval).
+Tensor batch_norm_cuda_op(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                          const Tensor& bias, bool training, double momentum, double eps) {
+  // As on the CPU: a checkpoint recomputation does not move the running stats again.
+  const bool update = training && running_mean.defined() && !checkpoint_recomputing();
+  ops::BatchNormCuda r = ops::batch_norm_cuda(x, running_mean, running_var, weight, bias, training, update, momentum, eps);
+  if (update) {
+    running_mean.bump_version();
+    running_var.bump_version();
+  }
+  if (!needs_grad({&x, &weight, &bias})) return r.y;
+  const std::array<bool, 3> want{x.requires_grad(), weight.defined() && weight.requires_grad(),
+                                 bias.defined() && bias.requires_grad()};
+  // Training reads x for every gradient (cuDNN's backward computes all three); eval
+  // reads x for gw only and the running stats (stamped: an update before backward is an error).
+  SavedTensor sx(training || want[1] ? x : Tensor());
+  SavedTensor sw(weight.defined() && (training || want[0]) ? weight : Tensor());
+  SavedTensor srm(!training ? running_mean : Tensor()), srv(!training ? running_var : Tensor());
+  const DType dt = x.dtype();
+  const Tensor save_mean = r.save_mean, save_invstd = r.save_invstd;
+  record(kOp, {x, weight, bias}, {r.y},
+         [sx, sw, srm, srv, save_mean, save_invstd, training, want, dt, eps](const GradList& g) {
+           Tensor gy = g[0].dtype() == dt ? g[0] : g[0].to(dt);
+           Tensor xv = sx.defined() ? sx.unpack(kOp) : Tensor();
+           Tensor wv = sw.defined() ? sw.unpack(kOp) : Tensor();
+           if (training) return ops::batch_norm_backward_cuda(gy, xv, wv, save_mean, save_invstd, eps, want);
+           return ops::batch_norm_eval_backward_cuda(gy, xv, srm.unpack(kOp), srv.unpack(kOp), wv, eps, want);
+         });
+  return r.y;
+}
+
 }  // namespace
 
 Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
                   const Tensor& bias, bool training, double momentum, double eps) {
   check_args(x, running_mean, running_var, weight, bias, training, momentum, eps);
-  ops::require_cpu(kOp, {&x, &running_mean, &running_var, &weight, &bias});
+  if (x.device().is_cuda()) return batch_norm_cuda_op(x, running_mean, running_var, weight, bias, training, momentum, eps);
   Layout L{x.size(0), x.size(1), 1};
   for (std::int64_t d = 2; d < x.dim(); ++d) L.S *= x.size(d);
   const auto C = static_cast<std::size_t>(L.C);

@@ -20,6 +20,7 @@
 #include "ciuic/amp.h"
 #include "cpu_gemm.h"
 #include "acc_data.h"
+#include "cnn_cuda.h"
 #include "op_util.h"
 
 namespace ciuic {
@@ -247,17 +248,20 @@ GradList conv2d_backward_cpu(const Geometry& g, const Tensor& gout, const Tensor
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& opts) {
   if (auto c = amp::autocast_args({&x, &weight, &bias})) return conv2d((*c)[0], (*c)[1], (*c)[2], opts);
   const Geometry g = check_conv(x, weight, bias, opts);
-  ops::require_cpu(kOp, {&x, &weight, &bias});
-  Tensor out = conv2d_cpu(g, x, weight, bias);
+  const bool cuda = x.device().is_cuda();
+  const ops::ConvParams cp{g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups};
+  Tensor out = cuda ? ops::conv2d_cuda(x, weight, bias, cp, {g.N, g.Cout, g.OH, g.OW}) : conv2d_cpu(g, x, weight, bias);
   if (!needs_grad({&x, &weight, &bias})) return out;
   const std::array<bool, 3> want{x.requires_grad(), weight.requires_grad(), bias.defined() && bias.requires_grad()};
   // x is needed for gw, weight for gx.
   SavedTensor sx(want[1] ? x : Tensor()), sw(want[0] ? weight : Tensor());
   const DType dt = x.dtype();
-  record(kOp, {x, weight, bias}, {out}, [g, sx, sw, want, dt](const GradList& grads) {
+  const Shape xs = x.shape(), ws = weight.shape();
+  record(kOp, {x, weight, bias}, {out}, [g, cp, cuda, xs, ws, sx, sw, want, dt](const GradList& grads) {
     Tensor x_ = sx.defined() ? sx.unpack(kOp) : Tensor();
     Tensor w_ = sw.defined() ? sw.unpack(kOp) : Tensor();
     Tensor go = grads[0].dtype() == dt ? grads[0] : grads[0].to(dt);
+    if (cuda) return ops::conv2d_backward_cuda(go, x_, w_, cp, want, xs, ws);
     return conv2d_backward_cpu(g, go, x_, w_, want);
   });
   return out;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "acc_data.h"
+#include "cnn_cuda.h"
 #include "op_util.h"
 
 namespace ciuic {
@@ -67,6 +68,13 @@ PoolGeom check_pool(const char* op, const Tensor& x, std::int64_t kernel, std::i
               "; expected an output of at least 1x1 (the padded input must hold one window)");
   set_out(g);
   return g;
+}
+
+ops::PoolWindow window_of(const PoolGeom& g) {
+  ops::PoolWindow w;
+  w.planes = g.planes, w.H = g.H, w.W = g.W, w.OH = g.OH, w.OW = g.OW;
+  w.kh = w.kw = g.k, w.sh = w.sw = g.s, w.ph = w.pw = g.p;
+  return w;
 }
 
 // A gradient in the forward's dtype (the tape normally delivers it so already).
@@ -239,14 +247,20 @@ Tensor adaptive_avg_backward_cpu(const PoolGeom& g, const Tensor& gout) {
 
 Tensor max_pool2d(const Tensor& x, std::int64_t kernel, std::int64_t stride, std::int64_t padding) {
   const PoolGeom g = check_pool("max_pool2d", x, kernel, stride, padding);
-  ops::require_cpu("max_pool2d", {&x});
-  Tensor out = make_tensor(g.out_shape, x.dtype(), x.device());
-  Tensor idx = make_tensor({g.planes, g.OH, g.OW}, DType::i64, x.device());
-  max_pool_cpu(g, x, out, idx);
+  const bool cuda = x.device().is_cuda();
+  Tensor out, idx;  // idx: the winners, i64 on the CPU, i32 on CUDA
+  if (cuda) {
+    out = ops::max_pool2d_cuda(x, window_of(g), g.out_shape, &idx);
+  } else {
+    out = make_tensor(g.out_shape, x.dtype(), x.device());
+    idx = make_tensor({g.planes, g.OH, g.OW}, DType::i64, x.device());
+    max_pool_cpu(g, x, out, idx);
+  }
   if (needs_grad({&x})) {
     const DType dt = x.dtype();
     // idx is private to this node: nothing else can write to it, so no version stamp is needed.
-    record("max_pool2d", {x}, {out}, [g, idx, dt](const GradList& gr) {
+    record("max_pool2d", {x}, {out}, [g, idx, dt, cuda](const GradList& gr) {
+      if (cuda) return GradList{ops::max_pool2d_backward_cuda(grad_as(gr[0], dt), idx, window_of(g), g.in_shape)};
       return GradList{max_pool_backward_cpu(g, grad_as(gr[0], dt), idx)};
     });
   }
@@ -255,12 +269,22 @@ Tensor max_pool2d(const Tensor& x, std::int64_t kernel, std::int64_t stride, std
 
 Tensor avg_pool2d(const Tensor& x, std::int64_t kernel, std::int64_t stride, std::int64_t padding) {
   const PoolGeom g = check_pool("avg_pool2d", x, kernel, stride, padding);
-  ops::require_cpu("avg_pool2d", {&x});
-  Tensor out = make_tensor(g.out_shape, x.dtype(), x.device());
-  avg_pool_cpu(g, x, out);
+  const bool cuda = x.device().is_cuda();
+  Tensor out;
+  if (cuda) {
+    out = ops::avg_pool2d_cuda(x, window_of(g), g.out_shape);
+  } else {
+    out = make_tensor(g.out_shape, x.dtype(), x.device());
+    avg_pool_cpu(g, x, out);
+  }
   if (needs_grad({&x})) {
     const DType dt = x.dtype();
-    record("avg_pool2d", {x}, {out}, [g, dt](const GradList& gr) {
+    // cuDNN's pooling backward takes the forward's input and output.
+    SavedTensor sx(cuda ? x : Tensor()), so(cuda ? out : Tensor());
+    record("avg_pool2d", {x}, {out}, [g, dt, cuda, sx, so](const GradList& gr) {
+      if (cuda)
+        return GradList{ops::avg_pool2d_backward_cuda(grad_as(gr[0], dt), sx.unpack("avg_pool2d"),
+                                                      so.unpack("avg_pool2d"), window_of(g))};
       return GradList{avg_pool_backward_cpu(g, grad_as(gr[0], dt))};
     });
   }
@@ -276,12 +300,25 @@ Tensor adaptive_avg_pool2d(const Tensor& x, std::int64_t out_h, std::int64_t out
               "; expected non-empty spatial dims (H, W >= 1)");
   g.OH = out_h, g.OW = out_w;
   set_out(g);
-  ops::require_cpu(op, {&x});
-  Tensor out = make_tensor(g.out_shape, x.dtype(), x.device());
-  adaptive_avg_cpu(g, x, out);
+  const bool cuda = x.device().is_cuda();
+  const ops::PoolWindow win = window_of(g);
+  Tensor out;
+  if (cuda) {
+    out = ops::adaptive_avg_pool2d_cuda(x, win, g.out_shape);
+  } else {
+    out = make_tensor(g.out_shape, x.dtype(), x.device());
+    adaptive_avg_cpu(g, x, out);
+  }
   if (needs_grad({&x})) {
     const DType dt = x.dtype();
-    record(op, {x}, {out}, [g, dt](const GradList& gr) {
+    // Even bins go through cuDNN's pooling backward, which takes the forward's input and output.
+    const bool keep = cuda && ops::adaptive_bins_even(win);
+    SavedTensor sx(keep ? x : Tensor()), so(keep ? out : Tensor());
+    record(op, {x}, {out}, [g, dt, cuda, win, sx, so, op](const GradList& gr) {
+      if (cuda)
+        return GradList{ops::adaptive_avg_pool2d_backward_cuda(
+            grad_as(gr[0], dt), sx.defined() ? sx.unpack(op) : Tensor(), so.defined() ? so.unpack(op) : Tensor(), win,
+            g.in_shape)};
       return GradList{adaptive_avg_backward_cpu(g, grad_as(gr[0], dt))};
     });
   }
