@@ -8,14 +8,15 @@
 // bandwidth ceiling; GEMMs report TFLOP/s (2 m n k) and the fraction of the compute
 // ceiling. Rows go through the ops (layer_norm, softmax, gelu, cross_entropy, add,
 // sum: what a model runs, allocation and dispatch included) except the GEMMs and the
-// fused AdamW, which call their launchers. Each time is the median of >= 20 runs
+// fused AdamW, which call their launchers. conv2d rows (ResNet-50 shapes, through cuDNN)
+// report TFLOP/s too. Each time is the median of >= 20 runs
 // after warm-up, bracketed by CUDA events on the current stream.
 //
 //   bench_kernels [--json PATH] [--torch PATH] [--repeats N]
 // --json appends one JSON line per row to PATH. --torch reads the JSON lines that
 // ../shared/baselines/torch_gpt2.py kernels writes (kind "kernel", name, ms: a mean
-// over its iterations) and prints PyTorch's time next to ours, with torch/ciuic
-// (> 1: ciuic is faster). Rows share the baseline's names where it has the same
+// over its iterations; bench/torch_conv.py appends the conv2d rows to the same file)
+// and prints PyTorch's time next to ours, with torch/ciuic (> 1: ciuic is faster). Rows share the baseline's names where it has the same
 // measurement. Needs a GPU: without one it says so and exits 1.
 #include <cmath>
 #include <cstdint>
@@ -235,6 +236,46 @@ void bench_adamw(Bench& b) {
         [&] { kernels::fused_adamw(t, hyper, ++step, nullptr, nullptr, current_stream(kGpu)); });
 }
 
+// conv2d through cuDNN at ResNet-50 shapes (batch 32, NCHW; the stem, the bottleneck
+// 1x1 and 3x3 convolutions of each stage, a stride-2 3x3) and one depthwise 3x3, with
+// the default cuDNN settings (heuristic algorithm choice, deterministic algorithms,
+// no TF32). FLOPs 2 N Cout OH OW (Cin / groups) kh kw forward; forward+backward (input
+// and weight gradients) counts 3x that. bench/torch_conv.py times the same rows in
+// PyTorch (same names).
+void bench_conv(Bench& b) {
+  struct Conv {
+    std::int64_t n, cin, hw, cout, k, s, p, groups;
+    DType dt;
+  };
+  const std::vector<Conv> convs = {
+      {32, 3, 224, 64, 7, 2, 3, 1, DType::f16},    {32, 64, 56, 64, 3, 1, 1, 1, DType::f16},
+      {32, 256, 56, 64, 1, 1, 0, 1, DType::f16},   {32, 128, 56, 128, 3, 2, 1, 1, DType::f16},
+      {32, 128, 28, 128, 3, 1, 1, 1, DType::f16},  {32, 256, 14, 256, 3, 1, 1, 1, DType::f16},
+      {32, 512, 7, 512, 3, 1, 1, 1, DType::f16},   {32, 256, 28, 256, 3, 1, 1, 256, DType::f16},
+      {32, 64, 56, 64, 3, 1, 1, 1, DType::bf16},   {32, 64, 56, 64, 3, 1, 1, 1, DType::f32},
+  };
+  for (const Conv& c : convs) {
+    const std::string tag = c.dt == DType::f16 ? "fp16" : c.dt == DType::bf16 ? "bf16" : "fp32";
+    const std::string shape = "N" + std::to_string(c.n) + "_C" + std::to_string(c.cin) + "x" + std::to_string(c.hw) +
+                              "x" + std::to_string(c.hw) + "_K" + std::to_string(c.cout) + "x" + std::to_string(c.k) +
+                              "x" + std::to_string(c.k) + "_s" + std::to_string(c.s) +
+                              (c.groups > 1 ? "_g" + std::to_string(c.groups) : "");
+    Conv2dOptions o;
+    o.stride[0] = o.stride[1] = c.s;
+    o.padding[0] = o.padding[1] = c.p;
+    o.groups = c.groups;
+    const std::int64_t out = (c.hw + 2 * c.p - c.k) / c.s + 1;
+    const double flops = 2.0 * c.n * c.cout * out * out * (c.cin / c.groups) * c.k * c.k;
+    Tensor x = randn({c.n, c.cin, c.hw, c.hw}, on_gpu(c.dt));
+    Tensor w = mul(randn({c.cout, c.cin / c.groups, c.k, c.k}, on_gpu(c.dt)), 0.05);
+    b.add("conv2d_fwd_" + tag + "_" + shape, 0, flops, [&] { conv2d(x, w, Tensor(), o); });
+    Tensor xg = x.clone().requires_grad_(true), wg = w.clone().requires_grad_(true);
+    Tensor g = randn({c.n, c.cout, out, out}, on_gpu(c.dt));
+    b.add("conv2d_fwdbwd_" + tag + "_" + shape, 0, 3 * flops,
+          [&] { ciuic::grad({conv2d(xg, wg, Tensor(), o)}, {xg, wg}, {g}); });
+  }
+}
+
 int run(const std::string& json, const std::string& torch_path, int repeats) {
   std::map<std::string, TorchRow> torch;
   if (!torch_path.empty()) torch = read_torch(torch_path);
@@ -247,6 +288,7 @@ int run(const std::string& json, const std::string& torch_path, int repeats) {
   bench_nn_ops(b);
   bench_elementwise(b);
   bench_adamw(b);
+  bench_conv(b);
   synchronize(kGpu);
 
   const double bw_ceiling = gbps(b.rows().front());  // memcpy_d2d_256MiB

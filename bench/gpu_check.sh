@@ -44,6 +44,8 @@ if [ $quick = 0 ] && [ -f .gpu/torch_gpt2.py ]; then
   RESULTS_DIR="$OUT" step torch_kernels python3 .gpu/torch_gpt2.py kernels
   RESULTS_DIR="$OUT" step torch_train_ckpt python3 .gpu/torch_gpt2.py train ckpt
 fi
+# The conv2d rows' baseline (the shared script has no conv): the project's own script.
+[ $quick = 0 ] && RESULTS_DIR="$OUT" step torch_conv python3 bench/torch_conv.py
 torch_json="$OUT/torch_baseline.jsonl"
 step bench_kernels "$BUILD/bench/bench_kernels" --json "$OUT/bench.jsonl" $([ -f "$torch_json" ] && echo --torch "$torch_json")
 step bench_alloc "$BUILD/bench/bench_alloc" --cuda --json "$OUT/bench.jsonl"

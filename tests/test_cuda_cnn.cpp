@@ -86,11 +86,13 @@ double tol(DType dt) {
 // Fresh random values in [lo, hi) (never all zeros), made on the CPU in dtype dt.
 Tensor rnd(const Shape& s, DType dt, double lo = -2, double hi = 2) { return uniform(s, lo, hi, DType::f32).to(dt); }
 
-// Fills the dut's allocator cache with nan: a block of `bytes` is allocated, set to
-// nan and freed, so the next outputs of that size class reuse poisoned memory.
-void poison_cache(std::int64_t bytes = 8 << 20) {
-  Tensor t = full({bytes / 4}, std::nan(""), TensorOptions(DType::f32).device(dut()));
-  (void)t;
+// Fills the dut's allocator cache with nan: blocks of both pools (small requests up
+// to 1 MiB come from 2 MiB segments, larger ones from the large pool) are allocated,
+// set to nan and freed together, so the next outputs reuse poisoned memory.
+void poison_cache() {
+  std::vector<Tensor> blocks;
+  for (std::int64_t bytes : {1 << 20, 1 << 20, 1 << 20, 1 << 20, 256 << 10, 256 << 10, 16 << 20})
+    blocks.push_back(full({bytes / 4}, std::nan(""), TensorOptions(DType::f32).device(dut())));
 }
 
 std::vector<double> host(const Tensor& t) { return t.to(kCpu).to_vector<double>(); }

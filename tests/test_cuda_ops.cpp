@@ -502,13 +502,7 @@ TEST_CASE("a small training step (embedding, layer_norm, gelu, softmax, cross_en
 
 TEST_CASE("ops without CUDA kernels raise NotImplementedError naming the op", "[cuda][ops]") {
   CIUIC_REQUIRE_GPU();
-  const TensorOptions g = TensorOptions(DType::f32).device(kGpu);
-  Tensor x = zeros({1, 2, 6, 6}, g), w = zeros({3, 2, 3, 3}, g), c2 = zeros({2}, g);
-  CHECK_THROWS_WITH_ALL(conv2d(x, w), NotImplementedError, "conv2d", "cuda");
-  CHECK_THROWS_WITH_ALL(max_pool2d(x, 2), NotImplementedError, "max_pool2d", "cuda");
-  CHECK_THROWS_WITH_ALL(avg_pool2d(x, 2), NotImplementedError, "avg_pool2d", "cuda");
-  CHECK_THROWS_WITH_ALL(adaptive_avg_pool2d(x, 1, 1), NotImplementedError, "adaptive_avg_pool2d", "cuda");
-  CHECK_THROWS_WITH_ALL(batch_norm(x, c2, c2, c2, c2, true), NotImplementedError, "batch_norm", "cuda");
+  // conv2d, pooling and batch_norm have CUDA paths now (test_cuda_cnn.cpp).
   // index_select gathers floating rows only on CUDA.
   Tensor xi = zeros({4}, TensorOptions(DType::i64).device(kGpu));
   CHECK_THROWS_WITH_ALL(index_select(xi, 0, xi), DTypeError, "index_select", "i64", "CUDA");
