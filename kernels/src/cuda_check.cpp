@@ -5,6 +5,8 @@
 #include <cublas_api.h>
 #include <cuda_runtime.h>
 
+#include <string>
+
 #if defined(CIUIC_WITH_CUDNN)
 #include <cudnn.h>
 #endif
@@ -46,8 +48,14 @@ void throw_cublas_error(int status, const char* call, const char* file, int line
 
 void throw_cudnn_error(int status, const char* call, const char* file, int line) {
 #if defined(CIUIC_WITH_CUDNN)
-  throw_library_error("cuDNN", status, cudnnGetErrorString(static_cast<cudnnStatus_t>(status)),
-                      call, file, line);
+  std::string description = cudnnGetErrorString(static_cast<cudnnStatus_t>(status));
+#if CUDNN_MAJOR >= 9
+  // cuDNN 9 also keeps a message naming the failed check (empty when it has none).
+  char last[512] = {0};
+  cudnnGetLastErrorString(last, sizeof(last));
+  if (last[0] != '\0') description += concat("; ", last);
+#endif
+  throw_library_error("cuDNN", status, description.c_str(), call, file, line);
 #else
   throw_library_error("cuDNN", status, "this build has no cuDNN", call, file, line);
 #endif

@@ -13,6 +13,8 @@
 // bias act as ones / zeros.
 #include "cnn_cuda.h"
 
+#include <cstdint>
+
 #include "op_util.h"
 
 #ifdef CIUIC_WITH_CUDNN
@@ -42,7 +44,7 @@ std::int64_t spatial(const Shape& s) {
 // A contiguous per-channel tensor of dtype pt: t converted, or `fill` when t is undefined.
 Tensor param(const Tensor& t, DType pt, std::int64_t C, double fill, Device dev) {
   if (!t.defined()) return full({C}, fill, TensorOptions(pt).device(dev));
-  return t.to(pt).contiguous();
+  return dense(t.to(pt));
 }
 
 // Descriptors of x (as (N, C, S, 1) in dtype dd) and of the per-channel tensors.
@@ -60,10 +62,11 @@ void check_eps(double eps) {
 }
 
 // A running stat as a contiguous tensor of dtype pt that cuDNN may update in place:
-// the stat itself when it already is one, else a copy to write back afterwards.
+// the stat itself when it already is one (and 16-byte aligned), else a copy to write
+// back afterwards.
 Tensor running_buffer(const Tensor& r, DType pt) {
   if (!r.defined()) return Tensor();
-  if (r.dtype() == pt && r.is_contiguous()) return r;
+  if (r.dtype() == pt && r.is_contiguous() && reinterpret_cast<std::uintptr_t>(r.data_ptr()) % 16 == 0) return r;
   return r.to(pt).contiguous().clone();
 }
 
@@ -78,7 +81,7 @@ BatchNormCuda batch_norm_cuda(const Tensor& x, const Tensor& running_mean, const
   const DType dd = data_dtype(x.dtype()), pt = param_dtype(x.dtype());
   const std::int64_t C = x.size(1);
   BatchNormCuda r;
-  Tensor xc = x.to(dd).contiguous();
+  Tensor xc = dense(x.to(dd));
   Tensor y = make_tensor(x.shape(), dd, dev);
   if (training) {
     r.save_mean = make_tensor({C}, pt, dev);
@@ -104,7 +107,7 @@ BatchNormCuda batch_norm_cuda(const Tensor& x, const Tensor& running_mean, const
       if (upd && rm.data_ptr() != running_mean.data_ptr()) const_cast<Tensor&>(running_mean).copy_(rm);
       if (upd && rv.data_ptr() != running_var.data_ptr()) const_cast<Tensor&>(running_var).copy_(rv);
     } else {
-      Tensor rm = running_mean.to(pt).contiguous(), rv = running_var.to(pt).contiguous();
+      Tensor rm = dense(running_mean.to(pt)), rv = dense(running_var.to(pt));
       Lease L(dev);
       CIUIC_CUDNN_CHECK(cudnnBatchNormalizationForwardInference(
           L.handle(), CUDNN_BATCHNORM_SPATIAL, one.ptr(dd), zero.ptr(dd), d.x.get(), xc.data_ptr(), d.x.get(),
@@ -124,7 +127,7 @@ GradList batch_norm_backward_cuda(const Tensor& gy, const Tensor& x, const Tenso
   Tensor gx = make_tensor(x.shape(), dd, dev);
   Tensor gw = make_tensor({C}, pt, dev), gb = make_tensor({C}, pt, dev);
   if (x.numel() > 0) {
-    Tensor xc = x.to(dd).contiguous(), gc = gy.to(dd).contiguous();
+    Tensor xc = dense(x.to(dd)), gc = dense(gy.to(dd));
     check_elements(kOp, xc);
     Descs d;
     set_descs(d, x.shape(), dd);

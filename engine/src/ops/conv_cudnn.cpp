@@ -260,7 +260,7 @@ Tensor conv2d_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, const C
   if (x.numel() == 0 || w.numel() == 0) {  // an empty sum: zeros (plus bias)
     out.zero_();
   } else {
-    Tensor xc = x.contiguous(), wc = w.contiguous();
+    Tensor xc = dense(x), wc = dense(w);
     for (const Tensor* t : {&xc, &wc, &out}) check_elements(kOp, *t);
     Problem pr;
     set_problem(pr, x.dtype(), x.shape(), w.shape(), out_shape, p);
@@ -284,17 +284,17 @@ GradList conv2d_backward_cuda(const Tensor& gout, const Tensor& x, const Tensor&
     if (gw.defined()) gw.zero_();
     return {gx, gw, gb};
   }
-  Tensor gc = gout.contiguous();
+  Tensor gc = dense(gout);
   check_elements(kOp, gc);
   Problem pr;
   set_problem(pr, dt, x_shape, w_shape, gout.shape(), p);
   if (want[0]) {
-    Tensor wc = w.contiguous();
+    Tensor wc = dense(w);
     check_elements(kOp, gx);
     run(Dir::backward_data, pr, Buffers{nullptr, wc.data_ptr(), gc.data_ptr(), gx.data_ptr()}, dev);
   }
   if (want[1]) {
-    Tensor xc = x.contiguous();
+    Tensor xc = dense(x);
     check_elements(kOp, xc);
     run(Dir::backward_filter, pr, Buffers{xc.data_ptr(), nullptr, gc.data_ptr(), gw.data_ptr()}, dev);
   }

@@ -5,6 +5,7 @@
 #include "ciuic/cudnn.h"
 
 #include <atomic>
+#include <cstdint>
 #include <map>
 #include <memory>
 
@@ -93,6 +94,12 @@ void set_nchw(const char* op, const TensorDesc& d, DType t, std::int64_t n, std:
               std::int64_t w) {
   CIUIC_CUDNN_CHECK(cudnnSetTensor4dDescriptor(d.get(), CUDNN_TENSOR_NCHW, data_type(op, t), to_int(op, "N", n),
                                                to_int(op, "C", c), to_int(op, "H", h), to_int(op, "W", w)));
+}
+
+Tensor dense(const Tensor& t) {
+  Tensor c = t.contiguous();
+  if (reinterpret_cast<std::uintptr_t>(c.data_ptr()) % 16 != 0) c = t.clone();
+  return c;
 }
 
 bool not_supported(cudnnStatus_t s) {

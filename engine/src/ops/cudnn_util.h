@@ -120,6 +120,11 @@ struct ScaleArg {
   const void* ptr(DType t) const { return t == DType::f64 ? static_cast<const void*>(&d) : &f; }
 };
 
+// t as a contiguous tensor whose data starts 16-byte aligned (a narrowed view may
+// not; cuDNN's vectorised and Tensor Core kernels need aligned pointers): t itself,
+// or a fresh copy.
+Tensor dense(const Tensor& t);
+
 // True for cuDNN's "not supported" category (3000..3999 in cuDNN 9; 9 in cuDNN 8).
 bool not_supported(cudnnStatus_t s);
 

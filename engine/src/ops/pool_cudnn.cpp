@@ -86,7 +86,7 @@ void set_pool(const char* op, const PoolDesc& d, const PoolWindow& g) {
 Tensor avg_forward(const char* op, const Tensor& x, const PoolWindow& g, const Shape& out_shape) {
   NoGradGuard no_grad;
   const DType run = pool_dtype(x.dtype());
-  Tensor xc = x.to(run).contiguous();
+  Tensor xc = dense(x.to(run));
   Tensor out = make_tensor(out_shape, run, x.device());
   if (out.numel() > 0) {
     check_elements(op, xc);
@@ -113,7 +113,7 @@ Tensor avg_backward(const char* op, const Tensor& gout, const Tensor& x, const T
   const DType run = pool_dtype(gout.dtype());
   Tensor gx = make_tensor(x.shape(), run, gout.device());
   if (gx.numel() > 0) {
-    Tensor gc = gout.to(run).contiguous(), xc = x.to(run).contiguous(), yc = y.to(run).contiguous();
+    Tensor gc = dense(gout.to(run)), xc = dense(x.to(run)), yc = dense(y.to(run));
     check_elements(op, xc);
     check_elements(op, yc);
     TensorDesc xd, yd;
