@@ -401,6 +401,20 @@ TEST_CASE("cuDNN settings and the algorithm cache", "[cuda][cnn]") {
   cudnn::set_benchmark(false);
   check_close(y, ref, tol(DType::f32), "conv2d with cudnn benchmark");
   if (dut_is_gpu() && cudnn::available()) CHECK(cudnn::cached_algorithms() >= 1);
+  if (dut_is_gpu()) {  // on a side stream: the handle and the workspace follow the current stream
+    Stream side = Stream::create(dut());
+    Tensor xd = x.to(dut()), wd = w.to(dut());
+    synchronize(dut());
+    Tensor ys;
+    {
+      StreamGuard guard(side);
+      Tensor xs = xd.requires_grad_(true);
+      ys = conv2d(xs, wd, Tensor(), conv_opts(1, 1, 1, 1, 1, 1, 1));
+      ys.backward(ones(ys.shape(), TensorOptions(DType::f32).device(dut())));
+    }
+    side.synchronize();
+    check_close(ys.detach(), ref, tol(DType::f32), "conv2d on a side stream");
+  }
   cudnn::clear_algorithm_cache();
   CHECK(cudnn::cached_algorithms() == 0);
   if (dut_is_gpu() && !cudnn::available()) {  // a CUDA build without cuDNN says so
