@@ -16,8 +16,9 @@
 // --json appends one JSON line per row to PATH. --torch reads the JSON lines that
 // ../shared/baselines/torch_gpt2.py kernels writes (kind "kernel", name, ms: a mean
 // over its iterations; bench/torch_conv.py appends the conv2d rows to the same file)
-// and prints PyTorch's time next to ours, with torch/ciuic (> 1: ciuic is faster). Rows share the baseline's names where it has the same
-// measurement. Needs a GPU: without one it says so and exits 1.
+// and prints PyTorch's time next to ours, with torch/ciuic (> 1: ciuic is faster).
+// Rows share the baseline's names where it has the same measurement. Needs a GPU:
+// without one it says so and exits 1.
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>

@@ -10,10 +10,10 @@
 // candidates are cached: cuDNN's heuristics (cudnnGet*_v7) or, with
 // cudnn::set_benchmark(true), timed runs (cudnnFind*Ex) on the op's own buffers.
 // Candidates must succeed, fit the workspace limit, be deterministic when so set,
-// and for strict f32 not use Tensor Core math. The workspace comes from the caching
-// allocator on the current stream. A candidate cuDNN refuses at run time ("not
-// supported") is dropped and the next one runs; none left is a NotImplementedError
-// naming the configuration.
+// and for strict f32 not use Tensor Core math (and f32 is never converted down to
+// f16). The workspace comes from the caching allocator on the current stream. A
+// candidate cuDNN refuses at run time ("not supported") is dropped and the next one
+// runs; none left is a NotImplementedError naming the configuration.
 #include "cnn_cuda.h"
 
 #include "op_util.h"
@@ -112,8 +112,10 @@ std::vector<ConvChoice> usable(const Perf* perfs, int n, DType dt, const Setting
     const Perf& pf = perfs[i];
     if (pf.status != CUDNN_STATUS_SUCCESS || pf.memory > s.workspace_limit) continue;
     if (s.deterministic && pf.determinism != CUDNN_DETERMINISTIC) continue;
-    if (strict_f32(dt, s) && (pf.mathType == CUDNN_TENSOR_OP_MATH || pf.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
-      continue;
+    const bool tensor_op = pf.mathType == CUDNN_TENSOR_OP_MATH || pf.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+    if (strict_f32(dt, s) && tensor_op) continue;
+    // f32 data converted to f16 for Tensor Cores loses more than TF32 does: never.
+    if (dt == DType::f32 && pf.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
     // Strict f32 always runs with FMA math; otherwise the math type cuDNN ranked it with.
     out.push_back(ConvChoice{static_cast<int>(pf.algo), strict_f32(dt, s) ? CUDNN_FMA_MATH : pf.mathType, pf.memory});
   }
