@@ -130,6 +130,44 @@ Tensor avg_backward(const char* op, const Tensor& gout, const Tensor& x, const T
   return gx.dtype() == gout.dtype() ? gx : gx.to(gout.dtype());
 }
 
+}  // namespace
+
+Tensor avg_pool2d_cuda(const Tensor& x, const PoolWindow& g, const Shape& out_shape) {
+  return avg_forward("avg_pool2d", x, g, out_shape);
+}
+
+Tensor avg_pool2d_backward_cuda(const Tensor& gout, const Tensor& x, const Tensor& y, const PoolWindow& g) {
+  return avg_backward("avg_pool2d", gout, x, y, g);
+}
+
+#else  // no cuDNN: avg pooling and even adaptive bins have no CUDA path
+
+namespace {
+[[noreturn]] void no_cudnn(const char* op, const Tensor& t) {
+  detail::fail<NotImplementedError>(op, "CUDA tensor ", describe(t),
+                                    " needs cuDNN, which this build does not have (Meson did not find libcudnn and "
+                                    "cudnn.h); expected a build with cuDNN, or CPU tensors");
+}
+[[maybe_unused]] Tensor avg_forward(const char* op, const Tensor& x, const PoolWindow&, const Shape&) {
+  no_cudnn(op, x);
+}
+[[maybe_unused]] Tensor avg_backward(const char* op, const Tensor& gout, const Tensor&, const Tensor&,
+                                     const PoolWindow&) {
+  no_cudnn(op, gout);
+}
+}  // namespace
+
+Tensor avg_pool2d_cuda(const Tensor& x, const PoolWindow&, const Shape&) { no_cudnn("avg_pool2d", x); }
+Tensor avg_pool2d_backward_cuda(const Tensor& gout, const Tensor&, const Tensor&, const PoolWindow&) {
+  no_cudnn("avg_pool2d", gout);
+}
+
+#endif
+
+#ifdef CIUIC_WITH_CUDA
+
+namespace {
+
 // Adaptive even bins as a plain average pooling window.
 PoolWindow even_window(const PoolWindow& g) {
   PoolWindow w = g;
@@ -141,14 +179,7 @@ PoolWindow even_window(const PoolWindow& g) {
 
 }  // namespace
 
-Tensor avg_pool2d_cuda(const Tensor& x, const PoolWindow& g, const Shape& out_shape) {
-  return avg_forward("avg_pool2d", x, g, out_shape);
-}
-
-Tensor avg_pool2d_backward_cuda(const Tensor& gout, const Tensor& x, const Tensor& y, const PoolWindow& g) {
-  return avg_backward("avg_pool2d", gout, x, y, g);
-}
-
+// Uneven bins run the hand-written kernels, with or without cuDNN.
 Tensor adaptive_avg_pool2d_cuda(const Tensor& x, const PoolWindow& g, const Shape& out_shape) {
   if (adaptive_bins_even(g)) return avg_forward("adaptive_avg_pool2d", x, even_window(g), out_shape);
   DeviceGuard guard(x.device());
@@ -172,28 +203,6 @@ Tensor adaptive_avg_pool2d_backward_cuda(const Tensor& gout, const Tensor& x, co
   return gx;
 }
 
-#else  // no cuDNN: avg pooling and even adaptive bins have no CUDA path
-
-namespace {
-[[noreturn]] void no_cudnn(const char* op, const Tensor& t) {
-  detail::fail<NotImplementedError>(op, "CUDA tensor ", describe(t),
-                                    " needs cuDNN, which this build does not have (Meson did not find libcudnn and "
-                                    "cudnn.h); expected a build with cuDNN, or CPU tensors");
-}
-}  // namespace
-
-Tensor avg_pool2d_cuda(const Tensor& x, const PoolWindow&, const Shape&) { no_cudnn("avg_pool2d", x); }
-Tensor avg_pool2d_backward_cuda(const Tensor& gout, const Tensor&, const Tensor&, const PoolWindow&) {
-  no_cudnn("avg_pool2d", gout);
-}
-Tensor adaptive_avg_pool2d_cuda(const Tensor& x, const PoolWindow&, const Shape&) {
-  no_cudnn("adaptive_avg_pool2d", x);
-}
-Tensor adaptive_avg_pool2d_backward_cuda(const Tensor& gout, const Tensor&, const Tensor&, const PoolWindow&,
-                                         const Shape&) {
-  no_cudnn("adaptive_avg_pool2d", gout);
-}
-
 #endif
 
 #ifndef CIUIC_WITH_CUDA
@@ -203,6 +212,13 @@ Tensor max_pool2d_cuda(const Tensor& x, const PoolWindow&, const Shape&, Tensor*
 }
 Tensor max_pool2d_backward_cuda(const Tensor& gout, const Tensor&, const PoolWindow&, const Shape&) {
   detail::fail<DeviceError>("max_pool2d", "CUDA tensor ", describe(gout), " in a build without CUDA");
+}
+Tensor adaptive_avg_pool2d_cuda(const Tensor& x, const PoolWindow&, const Shape&) {
+  detail::fail<DeviceError>("adaptive_avg_pool2d", "CUDA tensor ", describe(x), " in a build without CUDA");
+}
+Tensor adaptive_avg_pool2d_backward_cuda(const Tensor& gout, const Tensor&, const Tensor&, const PoolWindow&,
+                                         const Shape&) {
+  detail::fail<DeviceError>("adaptive_avg_pool2d", "CUDA tensor ", describe(gout), " in a build without CUDA");
 }
 #endif
 
