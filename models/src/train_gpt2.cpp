@@ -507,7 +507,7 @@ TrainResult train_gpt2(const TrainOptions& o, std::FILE* out, comm::Communicator
   for (std::int64_t step = st.step + 1; step <= last; ++step) {
     auto t0 = std::chrono::steady_clock::now();
     schedule.set_step(step);  // lr of this step: warm-up from lr/warmup, then cosine
-    opt.zero_grad();
+    opt.zero_grad(/*set_to_none=*/!ddp);  // data parallel: keep the gradients as views into the reducer's buckets
     Tensor loss_sum;  // on the device: read back once per step, not per micro-step
     for (std::int64_t micro = 0; micro < o.grad_accum; ++micro) {
       // Data parallel: only the last micro-step's backward communicates (the accumulated sum).
