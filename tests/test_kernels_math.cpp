@@ -330,6 +330,16 @@ TEST_CASE("vector split and grid sizes cover every element once", "[kernels]") {
   CHECK(plan::row_group_threads(50257) == 1024);
   CHECK(plan::rows_per_block(32) * 32 == plan::kRowBlockThreads);
   CHECK(plan::rows_per_block(256) == 1);
+  // every row launch stays within its instantiation's __launch_bounds__, and the
+  // warp-mode bound is no larger than the 128 threads that mode launches
+  for (std::int64_t len : {1LL, 31LL, 1024LL, 1025LL, 8192LL, 8193LL, 50257LL}) {
+    const int g = plan::row_group_threads(len);
+    const bool warp = g == 32;
+    const int block = warp ? plan::kRowBlockThreads : g;
+    CHECK(block <= plan::row_threads_bound(warp));
+  }
+  CHECK(plan::row_threads_bound(true) == plan::kRowBlockThreads);
+  CHECK(plan::row_threads_bound(false) == 1024);
 }
 
 TEST_CASE("reduce plans split the reduced dim into disjoint covering chunks", "[kernels]") {
@@ -618,13 +628,14 @@ TEST_CASE("kernel launchers reject bad arguments with ciuic errors naming the ke
                                               nullptr),
                           ValueError, "layer_norm_backward", "workspace");
   }
-  CHECK_THROWS_WITH_ALL(embedding_forward(p, p, DType::f32, 10, 4, p, DType::f32, 3, nullptr, nullptr), DTypeError,
+  CHECK_THROWS_WITH_ALL(embedding_forward(p, p, DType::f32, 10, 4, p, DType::f32, 3, {}, nullptr), DTypeError,
                         "embedding_forward", "indices", "f32");
   CHECK_THROWS_WITH_ALL(embedding_backward(p, p, DType::f16, 10, 4, p, DType::i64, 3, false, nullptr, 0, nullptr),
                         ValueError, "embedding_backward", "workspace");
-  CHECK(embedding_backward_workspace_bytes(DType::f16, 10, 4, false) == 160);
-  CHECK(embedding_backward_workspace_bytes(DType::f16, 10, 4, true) == 0);
-  CHECK(embedding_backward_workspace_bytes(DType::f32, 10, 4, false) == 0);
+  CHECK(embedding_backward_workspace_bytes(DType::f16, 10, 4, 3, false) == 160);
+  if (cuda_available())  // the sort's scratch size is a query to CUB, which needs a device
+    CHECK(embedding_backward_workspace_bytes(DType::f16, 10, 4, 3, true) >= 4 * 256);  // the sort buffers
+  CHECK(embedding_backward_workspace_bytes(DType::f32, 10, 4, 3, false) == 0);
   CHECK_THROWS_WITH_ALL(cross_entropy_forward_backward(p, nullptr, nullptr, p, DType::f32, p, DType::u8, 3, 5, -100,
                                                        1.0, nullptr),
                         DTypeError, "cross_entropy", "targets", "u8");
@@ -648,7 +659,7 @@ TEST_CASE("kernel launchers return without touching the GPU for empty sizes", "[
   CHECK_NOTHROW(softmax_forward(nullptr, nullptr, DType::f16, 0, 10, true, nullptr));
   CHECK_NOTHROW(layer_norm_forward(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, DType::f32, 0, 10, 1e-5,
                                    nullptr));
-  CHECK_NOTHROW(embedding_forward(nullptr, nullptr, DType::f32, 10, 4, nullptr, DType::i32, 0, nullptr, nullptr));
+  CHECK_NOTHROW(embedding_forward(nullptr, nullptr, DType::f32, 10, 4, nullptr, DType::i32, 0, {}, nullptr));
   CHECK_NOTHROW(cross_entropy_forward_backward(nullptr, nullptr, nullptr, nullptr, DType::f32, nullptr, DType::i64, 0,
                                                5, -100, 1.0, nullptr));
   CHECK_NOTHROW(dropout_forward(nullptr, nullptr, DType::f64, 0, 0.5, 1, 0, nullptr));

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "ciuic/autograd.h"
+#include "ciuic/host_sync.h"
 #include "ciuic/ops.h"
 #include "ciuic/stream.h"
 #include "cpu_loop.h"
@@ -76,6 +77,10 @@ void memcpy_across(const Tensor& dst, const Tensor& src) {
   CIUIC_CUDA_CHECK(cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), bytes, kind, s));
   // Host memory is pageable and may be freed right after we return: finish now.
   CIUIC_CUDA_CHECK(cudaStreamSynchronize(s));
+  if (src.device().is_cuda()) {
+    detail::count_d2h_copy();
+    check_device_errors(src.device());  // the host waited: every earlier kernel on the stream is done
+  }
 }
 #endif
 
@@ -186,7 +191,9 @@ double Tensor::item() const {
   CIUIC_CHECK(defined(), ValueError, "item", "undefined tensor; expected a defined tensor");
   CIUIC_CHECK(numel() == 1, ShapeError, "item", "tensor ", describe(*this), " has ", numel(),
               " elements; expected exactly one");
+  detail::count_item_read();
   auto bytes = detail::host_bytes(*this, DType::f64);
+  if (device().is_cpu()) check_device_errors(device());  // (a GPU tensor's copy checked its device)
   double v;
   std::memcpy(&v, bytes.data(), sizeof v);
   return v;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ciuic/error.h"
+#include "ciuic/host_sync.h"
 
 #ifdef CIUIC_WITH_CUDA
 #include <cuda_runtime.h>
@@ -113,11 +114,16 @@ Stream& Stream::operator=(Stream&& o) noexcept {
 }
 
 void Stream::synchronize() const {
-  if (device_.is_cpu()) return;
+  if (device_.is_cpu()) {
+    check_device_errors(device_);
+    return;
+  }
   check_device_usable(device_, "Stream::synchronize");
 #ifdef CIUIC_WITH_CUDA
   DeviceGuard guard(device_);  // the null stream means the current device's default stream
+  detail::count_sync();
   CIUIC_CUDA_CHECK(cudaStreamSynchronize(as_cuda(handle_)));
+  check_device_errors(device_);
 #else
   no_cuda(device_, "Stream::synchronize");
 #endif
@@ -168,6 +174,7 @@ void Event::record(StreamHandle s) {
 void Event::synchronize() const {
   if (device_.is_cpu()) return;
 #ifdef CIUIC_WITH_CUDA
+  detail::count_sync();
   CIUIC_CUDA_CHECK(cudaEventSynchronize(live_event(handle_, "Event::synchronize")));
 #else
   no_cuda(device_, "Event::synchronize");
@@ -247,11 +254,16 @@ StreamGuard::~StreamGuard() {
 }
 
 void synchronize(Device d) {
-  if (d.is_cpu()) return;
+  if (d.is_cpu()) {
+    check_device_errors(d);
+    return;
+  }
   check_device_usable(d, "synchronize");
 #ifdef CIUIC_WITH_CUDA
   DeviceGuard guard(d);
+  detail::count_sync();
   CIUIC_CUDA_CHECK(cudaDeviceSynchronize());
+  check_device_errors(d);
 #else
   no_cuda(d, "synchronize");
 #endif

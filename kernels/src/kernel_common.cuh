@@ -226,9 +226,13 @@ struct RowGroup {
 };
 
 // The largest block a row kernel is launched with (plan::row_group_threads). Row
-// kernels declare it in __launch_bounds__ so the compiler keeps them within 64
-// registers per thread; without it a debug (-G) build could not launch them.
+// kernels declare their bound in __launch_bounds__ so the compiler keeps them within
+// the registers that block size allows; without it a debug (-G) build could not
+// launch them.
 constexpr int kMaxRowThreads = 1024;
+// The bound of one instantiation: plan::row_threads_bound (warp mode 128, block mode 1024).
+constexpr int row_threads_bound(bool warp) { return plan::row_threads_bound(warp); }
+static_assert(plan::row_threads_bound(false) == kMaxRowThreads);
 
 // Launch shape for `rows` rows of length `len` (see plan::row_group_threads).
 struct RowLaunch {

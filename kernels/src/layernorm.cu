@@ -19,7 +19,7 @@ namespace {
 // x, y, residual, h: (rows, C); w, b: (C) or null; mean, rstd: (rows) or null.
 // kResidual: h = T(x + residual) is written and normalised instead of x.
 template <typename T, bool kWarp, bool kCentered, bool kResidual>
-__global__ void __launch_bounds__(kc::kMaxRowThreads) norm_fwd_kernel(T* y, acc_t<T>* mean_out, acc_t<T>* rstd_out, const T* x, const T* residual, T* h,
+__global__ void __launch_bounds__(kc::row_threads_bound(kWarp)) norm_fwd_kernel(T* y, acc_t<T>* mean_out, acc_t<T>* rstd_out, const T* x, const T* residual, T* h,
                                 const T* w, const T* b, std::int64_t rows, std::int64_t C, acc_t<T> eps) {
   using G = kc::RowGroup<kWarp>;
   using A = acc_t<T>;
@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(kc::kMaxRowThreads) norm_fwd_kernel(T* y, acc_
 
 // gx (rows, C) from gy, x (rows, C), w (C) or null, mean (rows; kCentered), rstd (rows).
 template <typename T, bool kWarp, bool kCentered>
-__global__ void __launch_bounds__(kc::kMaxRowThreads) norm_bwd_dx_kernel(T* gx, const T* gy, const T* x, const T* w, const acc_t<T>* mean,
+__global__ void __launch_bounds__(kc::row_threads_bound(kWarp)) norm_bwd_dx_kernel(T* gx, const T* gy, const T* x, const T* w, const acc_t<T>* mean,
                                    const acc_t<T>* rstd, std::int64_t rows, std::int64_t C) {
   using G = kc::RowGroup<kWarp>;
   using A = acc_t<T>;

@@ -120,8 +120,13 @@ __global__ void __launch_bounds__(mt::kBlock)
     store_f32(x + i, fmul_rn(load_f32(x + i), c));
 }
 
-__global__ void clip_coefficient_kernel(const float* total_norm, float max_norm, float eps, float* coef) {
-  *coef = clip_coefficient_value(*total_norm, max_norm, eps);
+__global__ void clip_coefficient_kernel(const float* total_norm, float max_norm, float eps, float* coef,
+                                        DeviceErrorSlot errors, std::int64_t count, double norm_type) {
+  const float total = *total_norm;
+  *coef = clip_grad_coefficient(total, max_norm, eps);
+  if (!is_finite_f32(total))
+    report_device_error(errors, DeviceErrorCode::clip_grad_nonfinite,
+                        __double_as_longlong(static_cast<double>(total)), count, __double_as_longlong(norm_type));
 }
 
 }  // namespace
@@ -189,10 +194,14 @@ void multi_tensor_scale(void* const* tensors, DType dtype, const std::int64_t* n
   });
 }
 
-void clip_coefficient(const float* total_norm, float max_norm, float eps, float* coef, void* stream) {
-  CIUIC_CHECK(max_norm > 0.0f && eps >= 0.0f, ValueError, "clip_coefficient", "max_norm ", max_norm, ", eps ", eps,
-              "; expected max_norm > 0 and eps >= 0");
-  clip_coefficient_kernel<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(total_norm, max_norm, eps, coef);
+void clip_coefficient(const float* total_norm, float max_norm, float eps, float* coef, void* stream,
+                      const DeviceErrorSlot& errors, std::int64_t tensor_count, double norm_type) {
+  CIUIC_CHECK(max_norm >= 0.0f && eps >= 0.0f, ValueError, "clip_coefficient", "max_norm ", max_norm, ", eps ", eps,
+              "; expected max_norm >= 0 and eps >= 0");
+  CIUIC_CHECK(total_norm != nullptr && coef != nullptr, ValueError, "clip_coefficient",
+              "total_norm and coef must be device pointers to one f32 each");
+  clip_coefficient_kernel<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(total_norm, max_norm, eps, coef, errors,
+                                                                           tensor_count, norm_type);
   CIUIC_CUDA_CHECK_LAUNCH();
 }
 

@@ -28,7 +28,7 @@ struct Table {
 };
 static_assert(multi_tensor_max_tensors(1) <= 255 && multi_tensor_max_tensors(2) <= 255, "slot fits a byte");
 static_assert(sizeof(Table<1>) <= 3600 && sizeof(Table<2>) <= 3600 && sizeof(Table<3>) <= 3600 &&
-                  sizeof(Table<4>) <= 3600 && sizeof(Table<5>) <= 3600,
+                  sizeof(Table<4>) <= 3600 && sizeof(Table<5>) <= 3600 && sizeof(Table<6>) <= 3600,
               "tables leave room for the other kernel arguments within 4 KiB");
 
 // The element range [begin, end) of this block's chunk, and its slot.

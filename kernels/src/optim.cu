@@ -1,8 +1,11 @@
 // Fused multi-tensor AdamW and SGD (ciuic/kernels/optim.h). Table depth 5:
-// params, grads, state1, state2, model copies (null lists give null pointers).
+// params, grads, state1, state2, model copies (null lists give null pointers);
+// AdamW adds a sixth, the device step counts.
 #include <cuda_runtime.h>
 
+#include <array>
 #include <type_traits>
+#include <vector>
 
 #include "ciuic/cuda_check.h"
 #include "ciuic/half.h"
@@ -33,12 +36,17 @@ __device__ __forceinline__ bool step_skipped(const float* found_inf) {
   return found_inf != nullptr && *found_inf != 0.0f;
 }
 
-template <typename G, typename C>
+// AdamW tables carry a sixth list: the per-tensor device step counts (or nulls).
+constexpr int kAdamDepth = 6;
+constexpr int kStep = 5;
+
+template <typename G, typename C, bool kDeviceStep>
 __global__ void __launch_bounds__(mt::kBlock)
-    adamw_kernel(const __grid_constant__ mt::Table<kDepth> t, AdamWConsts c, const float* grad_scale,
-                 const float* found_inf) {
+    adamw_kernel(const __grid_constant__ mt::Table<kAdamDepth> t, AdamWConsts c, AdamWHyper h,
+                 const float* grad_scale, const float* found_inf) {
   if (step_skipped(found_inf)) return;
   const mt::ChunkRange r = mt::chunk_of_block(t);
+  if constexpr (kDeviceStep) c = adamw_consts_at(h, *static_cast<const std::int64_t*>(t.ptr[kStep][r.slot]) + 1);
   float* p = static_cast<float*>(t.ptr[kParam][r.slot]);
   const void* g = t.ptr[kGrad][r.slot];
   float* m = static_cast<float*>(t.ptr[kState1][r.slot]);
@@ -74,6 +82,13 @@ __global__ void __launch_bounds__(mt::kBlock)
     if (c.has_momentum) buf[i] = bi;
     write_copy<C>(copy, i, pi);
   }
+}
+
+// Advances each tensor's device step count (one block per tensor) unless the step was skipped.
+__global__ void advance_steps_kernel(const __grid_constant__ mt::Table<1> t, const float* found_inf) {
+  if (threadIdx.x != 0 || step_skipped(found_inf)) return;
+  const mt::ChunkRange r = mt::chunk_of_block(t);
+  if (r.begin == 0) ++*static_cast<std::int64_t*>(t.ptr[0][r.slot]);
 }
 
 // Calls f(G{}, C{}) for the grad storage type and the copy type (NoCopy when absent).
@@ -119,15 +134,29 @@ std::array<const void* const*, kDepth> lists_of(const FusedOptimTensors& t) {
 void fused_adamw(const FusedOptimTensors& t, const AdamWHyper& h, std::int64_t step, const float* grad_scale,
                  const float* found_inf, void* stream) {
   constexpr const char* op = "fused_adamw";
-  const AdamWConsts c = adamw_consts(h, step);
+  const bool device_steps = t.steps != nullptr;
+  const AdamWConsts c = adamw_consts(h, device_steps ? 1 : step);  // also validates h
   check_lists(t, op, true, true);
   auto s = static_cast<cudaStream_t>(stream);
+  const std::array<const void* const*, kAdamDepth> lists{t.params, t.grads, t.state1, t.state2, t.model_copies,
+                                                         t.steps};
   dispatch_grad_copy(t, op, [&](auto gtag, auto ctag) {
     using G = decltype(gtag);
     using C = decltype(ctag);
-    mt::for_each_launch<kDepth>(lists_of(t), t.numels, t.count, [&](const mt::Table<kDepth>& tab, unsigned blocks) {
-      adamw_kernel<G, C><<<blocks, mt::kBlock, 0, s>>>(tab, c, grad_scale, found_inf);
+    mt::for_each_launch<kAdamDepth>(lists, t.numels, t.count, [&](const mt::Table<kAdamDepth>& tab,
+                                                                  unsigned blocks) {
+      if (device_steps) adamw_kernel<G, C, true><<<blocks, mt::kBlock, 0, s>>>(tab, c, h, grad_scale, found_inf);
+      else adamw_kernel<G, C, false><<<blocks, mt::kBlock, 0, s>>>(tab, c, h, grad_scale, found_inf);
     });
+  });
+  if (!device_steps || t.count == 0) return;
+  // After every update launch (they read the counts): one single-element "chunk" per tensor.
+  std::vector<std::int64_t> ones(static_cast<std::size_t>(t.count), 1);
+  for (int i = 0; i < t.count; ++i)
+    CIUIC_CHECK(t.steps[i] != nullptr, ValueError, op, "steps[", i, "] is null; expected one i64 device scalar per "
+                "tensor");
+  mt::for_each_launch<1>({t.steps}, ones.data(), t.count, [&](const mt::Table<1>& tab, unsigned blocks) {
+    advance_steps_kernel<<<blocks, 32, 0, s>>>(tab, found_inf);
   });
 }
 

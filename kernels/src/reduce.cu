@@ -105,7 +105,7 @@ __device__ __forceinline__ void emit(const R& r, typename R::S* partial, std::in
 
 // in: (rows, reduce) contiguous. Unit u = sp * rows + row, one group per unit.
 template <typename T, typename R, bool kWarp>
-__global__ void __launch_bounds__(kc::kMaxRowThreads) reduce_rows_kernel(const T* __restrict__ in, std::int64_t rows, std::int64_t reduce,
+__global__ void __launch_bounds__(kc::row_threads_bound(kWarp)) reduce_rows_kernel(const T* __restrict__ in, std::int64_t rows, std::int64_t reduce,
                                    std::int64_t chunk, std::int64_t splits, R r, typename R::S* partial) {
   using G = kc::RowGroup<kWarp>;
   using S = typename R::S;

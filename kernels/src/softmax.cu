@@ -13,7 +13,7 @@ namespace {
 
 // x, y: (rows, C). Pass 1: online (max, sum exp) over the row; pass 2: the output.
 template <typename T, bool kWarp, bool kLog>
-__global__ void __launch_bounds__(kc::kMaxRowThreads) softmax_fwd_kernel(T* y, const T* x, std::int64_t rows, std::int64_t C) {
+__global__ void __launch_bounds__(kc::row_threads_bound(kWarp)) softmax_fwd_kernel(T* y, const T* x, std::int64_t rows, std::int64_t C) {
   using G = kc::RowGroup<kWarp>;
   using A = acc_t<T>;
   for (std::int64_t row = G::first_row(); row < rows; row += G::row_stride()) {  // uniform over the group
@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(kc::kMaxRowThreads) softmax_fwd_kernel(T* y, c
 
 // g, y, gx: (rows, C).
 template <typename T, bool kWarp, bool kLog>
-__global__ void __launch_bounds__(kc::kMaxRowThreads) softmax_bwd_kernel(T* gx, const T* g, const T* y, std::int64_t rows, std::int64_t C) {
+__global__ void __launch_bounds__(kc::row_threads_bound(kWarp)) softmax_bwd_kernel(T* gx, const T* g, const T* y, std::int64_t rows, std::int64_t C) {
   using G = kc::RowGroup<kWarp>;
   using A = acc_t<T>;
   using std::exp;

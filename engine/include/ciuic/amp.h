@@ -133,17 +133,22 @@ struct LossScalerState {
 // update() without any step(); load_state_dict() in the middle of an iteration.
 // scale() of a non-floating tensor is a DTypeError.
 //
-// GPU: unscale_ is one kernels::multi_tensor_unscale pass per gradient dtype with
-// a device-side flag, and the fused optimizer steps read that flag on the device;
-// update() reads the flags back (one small device-to-host copy per optimizer and
-// iteration: there is no device-side scale-update kernel yet).
+// No host read-back: the scale, the growth count and the overflow streak are
+// tensors on the gradients' device (ciuic/kernels/loss_scale.h), unscale_ is one
+// kernels::multi_tensor_unscale pass per gradient dtype writing a device-side
+// flag, the fused optimizer steps read that flag on the device (AdamW keeps its
+// step counts there too), and update() combines the flags and grows or backs off
+// the scale in a one-thread kernel. The CPU runs the same rule on CPU tensors.
+// get_scale(), step_skipped() and state_dict() read the device values (a sync).
+// update() also raises deferred device errors already visible to the host
+// (ciuic/host_sync.h) without waiting for the device.
 class LossScaler {
  public:
   explicit LossScaler(const LossScalerOptions& options = {});
 
   bool is_enabled() const { return opts_.enabled_; }
-  // The current scale (1 when disabled).
-  double get_scale() const { return opts_.enabled_ ? scale_ : 1.0; }
+  // The current scale (1 when disabled): a host read of the device value.
+  double get_scale() const;
   const LossScalerOptions& options() const { return opts_; }
 
   // loss * scale, in f32 (f16/bf16 losses are converted first, f64 stays f64);
@@ -181,11 +186,15 @@ class LossScaler {
   };
   Record& record_for(optim::Optimizer& optimizer);
 
+  // Moves the state tensors to d (where the loss / gradients are) if they are elsewhere.
+  // (const: scale() may move it; the values do not change.)
+  void ensure_on(Device d) const;
+
   LossScalerOptions opts_;
-  double scale_;
-  std::int64_t growth_tracker_ = 0;
-  std::int64_t overflow_streak_ = 0;
-  bool last_found_inf_ = false;
+  mutable Device home_ = Device::cpu();  // where the state tensors live
+  mutable Tensor scale_;                 // f64 scalar
+  mutable Tensor counters_;              // i64 (2): growth_tracker, overflow_streak
+  mutable Tensor f32_;                   // f32 (3): scale, 1 / scale, the last update()'s found_inf (0 / 1)
   std::vector<Record> records_;  // optimizers touched since the last update()
 };
 

@@ -9,6 +9,8 @@
 #include "ciuic/ops.h"
 #include "ciuic/random.h"
 #include "ciuic/stream.h"
+#include "ciuic/host_sync.h"
+#include "ciuic/backend_flags.h"
 #include "ciuic/tensor.h"
 #include "ciuic/gradcheck.h"
 #include "ciuic/nn.h"

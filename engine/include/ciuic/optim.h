@@ -74,6 +74,11 @@ struct ParamGroup {
 // What an optimizer keeps for one parameter.
 struct ParamState {
   std::int64_t step = 0;              // updates applied to this parameter
+  // GPU AdamW: the step count the fused kernels read and advance on the device (an
+  // i64 scalar; a step skipped on the device's found_inf does not advance it), so a
+  // step never reads the flag back. `step` above is its host mirror, settled when
+  // read (state(), state_dict()). Not part of state dicts.
+  Tensor device_step;
   nn::OrderedDict<Tensor> buffers;    // by name ("momentum_buffer", "exp_avg", ..., "master"); the parameter's shape
   // f16/bf16 parameters: the parameter's storage and version right after the optimizer
   // last wrote it (or loaded its master); anything else means the master is stale.
@@ -117,16 +122,21 @@ class Optimizer {
   // amp::LossScaler::unscale_ sets when a gradient was inf or nan) is non-zero:
   // a skipped step leaves parameters, masters and state bit-identical and does
   // not advance any step count. CPU flag: read at once. CUDA flag (SGD, AdamW):
-  // the fused kernels read it on the device and the host does not wait; step
-  // counts then advance provisionally until resolve_deferred_step() (which
-  // LossScaler::update() calls) confirms or rolls them back. The base version
-  // (for other optimizers) reads the flag on the host and calls step().
+  // the fused kernels read it on the device and the host does not wait; host
+  // step counts then advance provisionally until the flags are read: AdamW keeps
+  // its counts on the device as well (ParamState::device_step) and settles the
+  // host mirror only when state is read (state(), state_dict(), or a step that
+  // needs the host count); SGD settles the previous flag at its next step. The
+  // base version (for other optimizers) reads the flag on the host and calls step().
   virtual void step(const Tensor& found_inf);
-  // Settles a step(found_inf) whose flag the host has not read (CUDA): with
-  // skipped, step counts go back and buffers that step created are dropped.
-  // No-op when there is none.
+  // Settles the steps taken under device flags the host has not read: the last
+  // one with `skipped`, earlier ones by reading their flags (a host read). A
+  // skipped step's counts go back; buffers created by steps that all turned out
+  // skipped are dropped. No-op when there is none.
   void resolve_deferred_step(bool skipped);
-  bool has_deferred_step() const { return !deferred_.empty(); }
+  // The same, reading every flag (a device sync when there are any).
+  void settle_deferred_steps() const;
+  bool has_deferred_step() const { return !pending_.empty(); }
 
   // The state of parameter `index` of group `group` (step 0 and no buffers before its first update).
   const ParamState& state(std::size_t group, std::size_t index) const;
@@ -166,9 +176,12 @@ class Optimizer {
     std::int64_t step_before = 0;
     std::vector<std::string> created;
   };
-  // Before a step(found_inf) on the device: settles the previous one by reading its flag.
-  void begin_deferred_step(const Tensor& found_inf);
-  void add_deferred(DeferredParam p) { deferred_.push_back(std::move(p)); }
+  // Before a step(found_inf) on the device: settles the previous ones by reading
+  // their flags (SGD), or (settle_first = false: AdamW, whose counts live on the
+  // device) just opens a new pending step.
+  void begin_deferred_step(const Tensor& found_inf, bool settle_first = true);
+  // Adds a parameter to the pending step begin_deferred_step opened.
+  void add_deferred(DeferredParam p) { pending_.back().params.push_back(std::move(p)); }
 
  private:
   friend class amp::LossScaler;  // writes "master_grad" buffers (unscale_)
@@ -177,9 +190,15 @@ class Optimizer {
   std::string name_;
   ParamGroup defaults_;
   std::vector<ParamGroup> groups_;
-  std::vector<std::vector<ParamState>> state_;
-  std::vector<DeferredParam> deferred_;
-  Tensor deferred_flag_;
+  // Settling pending steps changes the host mirrors of the step counts (and drops
+  // buffers of steps that were all skipped), also from const readers: mutable.
+  mutable std::vector<std::vector<ParamState>> state_;
+  struct PendingStep {
+    Tensor flag;  // the step's device found_inf
+    std::vector<DeferredParam> params;
+  };
+  mutable std::vector<PendingStep> pending_;
+  void apply_pending(const std::vector<bool>& skipped) const;
 };
 
 // ---------------------------------------------------------------- SGD
@@ -300,12 +319,22 @@ constexpr double kInfNorm = std::numeric_limits<double>::infinity();
 // Scales the gradients of params (those defined) in place, as one vector, so
 // that their norm_type-norm (kInfNorm: max |g|) is at most max_norm:
 // g *= max_norm / (total + 1e-6) when that factor is < 1. Returns the total
-// norm before clipping (0 without gradients), computed in f64. A non-finite
-// total (nan or inf gradients) leaves the gradients unchanged and is returned,
-// or, with error_if_nonfinite, is a ValueError. CPU gradients only for now
-// (NotImplementedError for CUDA ones until the norm kernel lands).
+// norm before clipping (0 without gradients). A non-finite total (nan or inf
+// gradients) leaves the gradients unchanged and is returned; with
+// error_if_nonfinite it is a ValueError, raised as a deferred device error
+// (ciuic/host_sync.h): by the item() these functions end with, or, for the
+// _tensor_ versions, at the next sync point.
+//
+// clip_grad_norm_tensor_ does the same without reading anything back: it returns
+// the total as a 0-dim tensor (f64 on the CPU, computed in f64; f32 on a GPU) and,
+// on a GPU, computes the norm with kernels::multi_tensor_norm (one pass per
+// gradient dtype), the factor on the device and the scaling with
+// kernels::multi_tensor_scale: use it inside a training step. clip_grad_norm_
+// returns total.item() (one host read).
 double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type = 2.0,
                        bool error_if_nonfinite = false);
+Tensor clip_grad_norm_tensor_(const std::vector<Tensor>& params, double max_norm, double norm_type = 2.0,
+                              bool error_if_nonfinite = false);
 // The same over the gradients optimizer's next step will use (Optimizer::step_gradient):
 // with mixed precision, call it between LossScaler::unscale_(optimizer) and
 // LossScaler::step(optimizer) so it clips the unscaled f32 master gradients of
@@ -313,5 +342,7 @@ double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
 // (an overflow the scaler will skip) leaves them unchanged, as above.
 double clip_grad_norm_(Optimizer& optimizer, double max_norm, double norm_type = 2.0,
                        bool error_if_nonfinite = false);
+Tensor clip_grad_norm_tensor_(Optimizer& optimizer, double max_norm, double norm_type = 2.0,
+                              bool error_if_nonfinite = false);
 
 }  // namespace ciuic::optim

@@ -4,6 +4,9 @@
 
 #include "ciuic/amp.h"
 #include "ciuic/autograd.h"
+#include "ciuic/host_sync.h"
+#include "ciuic/kernels/loss_scale.h"
+#include "ciuic/stream.h"
 #include "ciuic/ops.h"
 #include "unscale.h"
 
@@ -30,12 +33,47 @@ void check_scale(const char* op, double scale, const LossScalerOptions& o) {
               "; expected min_scale (", o.min_scale_, ") <= scale <= max_scale (", o.max_scale_, ")");
 }
 
+// The state tensors on the CPU for these values.
+void make_state(double scale, std::int64_t tracker, std::int64_t streak, Tensor& scale_t, Tensor& counters,
+                Tensor& f32) {
+  scale_t = full({}, scale, TensorOptions(DType::f64));
+  counters = from_vector<std::int64_t>({tracker, streak}, {2});
+  f32 = make_tensor({3}, DType::f32, Device::cpu());
+  kernels::loss_scale_publish(kernels::LossScaleState{static_cast<double*>(scale_t.data_ptr()),
+                                                      static_cast<std::int64_t*>(counters.data_ptr()),
+                                                      static_cast<float*>(f32.data_ptr())},
+                              false);
+}
+
+kernels::LossScaleRule rule_of(const LossScalerOptions& o) {
+  kernels::LossScaleRule r;
+  r.growth_factor = o.growth_factor_;
+  r.backoff_factor = o.backoff_factor_;
+  r.min_scale = o.min_scale_;
+  r.max_scale = o.max_scale_;
+  r.growth_interval = o.growth_interval_;
+  r.hysteresis = o.hysteresis_;
+  return r;
+}
+
 }  // namespace
 
-LossScaler::LossScaler(const LossScalerOptions& options) : opts_(options), scale_(options.init_scale_) {
+LossScaler::LossScaler(const LossScalerOptions& options) : opts_(options) {
   check_options("LossScaler", opts_);
-  check_scale("LossScaler", scale_, opts_);
+  check_scale("LossScaler", opts_.init_scale_, opts_);
+  make_state(opts_.init_scale_, 0, 0, scale_, counters_, f32_);
 }
+
+void LossScaler::ensure_on(Device d) const {
+  if (d == home_) return;
+  NoGradGuard no_grad;
+  scale_ = scale_.to(d);
+  counters_ = counters_.to(d);
+  f32_ = f32_.to(d);
+  home_ = d;
+}
+
+double LossScaler::get_scale() const { return opts_.enabled_ ? scale_.item() : 1.0; }
 
 LossScaler::Record& LossScaler::record_for(optim::Optimizer& optimizer) {
   for (Record& r : records_)
@@ -51,7 +89,10 @@ Tensor LossScaler::scale(const Tensor& loss) const {
               "; expected a floating tensor (f32, f64, f16, bf16)");
   if (!opts_.enabled_) return loss;
   const Tensor wide = loss.dtype() == DType::f64 ? loss : loss.to(DType::f32);
-  return mul(wide, scale_);
+  ensure_on(loss.device());
+  // A copy of the device scale (no read-back): update() later changes the state in place.
+  Tensor s = wide.dtype() == DType::f64 ? scale_.clone() : f32_.select(0, 0).clone();
+  return mul(wide, s);
 }
 
 void LossScaler::unscale_(optim::Optimizer& optimizer) {
@@ -92,8 +133,10 @@ void LossScaler::unscale_(optim::Optimizer& optimizer) {
         items.push_back({grad, grad});
       }
     }
-  r.found_inf = zeros({}, TensorOptions(DType::f32).device(device.value_or(Device::cpu())));
-  detail::unscale_grads(items, static_cast<float>(1.0 / scale_), r.found_inf);
+  const Device dev = device.value_or(home_);
+  ensure_on(dev);
+  r.found_inf = zeros({}, TensorOptions(DType::f32).device(dev));
+  detail::unscale_grads(items, f32_.select(0, 1), r.found_inf);
 }
 
 void LossScaler::step(optim::Optimizer& optimizer) {
@@ -116,26 +159,35 @@ void LossScaler::update() {
   const bool any_step = std::any_of(records_.begin(), records_.end(), [](const Record& r) { return r.stepped; });
   CIUIC_CHECK(any_step, ValueError, op, "no step(optimizer) since the last update(); expected scale(loss).backward(), "
               "step(optimizer), then update() in each iteration");
-  bool found = false;
-  for (Record& r : records_) {
-    const bool own = r.found_inf.defined() && r.found_inf.item() != 0.0;  // a device sync for GPU flags
-    if (r.stepped) r.optimizer->resolve_deferred_step(own);
-    found = found || own;
-  }
+  // The optimizers settle their skipped steps themselves when their state is read;
+  // nothing here reads a flag back.
+  std::vector<Tensor> flags;
+  for (const Record& r : records_)
+    if (r.found_inf.defined()) flags.push_back(r.found_inf.device() == home_ ? r.found_inf : r.found_inf.to(home_));
   records_.clear();
-  last_found_inf_ = found;
-  if (!opts_.enabled_) return;
-  if (found) {
-    growth_tracker_ = 0;
-    ++overflow_streak_;
-    if (overflow_streak_ >= opts_.hysteresis_) scale_ = std::max(scale_ * opts_.backoff_factor_, opts_.min_scale_);
+  const kernels::LossScaleState st{static_cast<double*>(scale_.data_ptr()),
+                                   static_cast<std::int64_t*>(counters_.data_ptr()),
+                                   static_cast<float*>(f32_.data_ptr())};
+  if (home_.is_cpu()) {
+    bool found = false;
+    for (const Tensor& f : flags) found = found || *static_cast<const float*>(f.data_ptr()) != 0.0f;
+    if (opts_.enabled_) kernels::loss_scale_update(*st.scale, st.counters[0], st.counters[1], found, rule_of(opts_));
+    kernels::loss_scale_publish(st, found);
   } else {
-    overflow_streak_ = 0;
-    if (++growth_tracker_ >= opts_.growth_interval_) {
-      scale_ = std::min(scale_ * opts_.growth_factor_, opts_.max_scale_);
-      growth_tracker_ = 0;
-    }
+#ifdef CIUIC_WITH_CUDA
+    std::vector<const float*> ptrs;
+    for (const Tensor& f : flags) ptrs.push_back(static_cast<const float*>(f.data_ptr()));
+    DeviceGuard guard(home_);
+    kernels::loss_scale_update_device(st, ptrs.data(), static_cast<int>(ptrs.size()), rule_of(opts_),
+                                      opts_.enabled_, current_stream(home_));
+#endif
   }
+  scale_.bump_version();
+  counters_.bump_version();
+  f32_.bump_version();
+  // A defined check point: errors the host can already see (no wait for the device).
+  check_device_errors(Device::cpu());
+  if (home_.is_cuda()) check_device_errors(home_);
 }
 
 bool LossScaler::step_skipped() const {
@@ -145,14 +197,15 @@ bool LossScaler::step_skipped() const {
     pending = true;
     found = found || (r.found_inf.defined() && r.found_inf.item() != 0.0);
   }
-  return pending ? found : last_found_inf_;
+  return pending ? found : f32_.select(0, 2).item() != 0.0;
 }
 
 LossScalerState LossScaler::state_dict() const {
   LossScalerState s;
-  s.scale = scale_;
-  s.growth_tracker = growth_tracker_;
-  s.overflow_streak = overflow_streak_;
+  const std::vector<std::int64_t> c = counters_.to_vector<std::int64_t>();
+  s.scale = scale_.item();
+  s.growth_tracker = c[0];
+  s.overflow_streak = c[1];
   s.options = opts_;
   return s;
 }
@@ -169,10 +222,10 @@ void LossScaler::load_state_dict(const LossScalerState& state) {
               "; expected 0 <= growth_tracker < growth_interval (", state.options.growth_interval_,
               ") and overflow_streak >= 0");
   opts_ = state.options;
-  scale_ = state.scale;
-  growth_tracker_ = state.growth_tracker;
-  overflow_streak_ = state.overflow_streak;
-  last_found_inf_ = false;
+  const Device home = home_;
+  home_ = Device::cpu();
+  make_state(state.scale, state.growth_tracker, state.overflow_streak, scale_, counters_, f32_);
+  ensure_on(home);
 }
 
 }  // namespace ciuic::amp

@@ -57,9 +57,12 @@ bool unscale_cpu(const Tensor& in, const Tensor& out, float inv) {
 
 }  // namespace
 
-void unscale_grads(const std::vector<UnscaleItem>& items, float inv_scale, const Tensor& found_inf) {
+void unscale_grads(const std::vector<UnscaleItem>& items, const Tensor& inv, const Tensor& found_inf) {
   NoGradGuard no_grad;
+  CIUIC_CHECK(inv.dtype() == DType::f32 && inv.numel() == 1 && inv.device() == found_inf.device(), DTypeError, kOp,
+              "inverse scale ", describe(inv), "; expected one f32 on ", found_inf.device().str());
   if (found_inf.device().is_cpu()) {
+    const float inv_scale = *static_cast<const float*>(inv.data_ptr());
     bool found = false;
     for (const UnscaleItem& it : items) {
       CIUIC_CHECK(it.in.device().is_cpu() && it.out.device().is_cpu(), DeviceError, kOp, "gradient ",
@@ -72,7 +75,6 @@ void unscale_grads(const std::vector<UnscaleItem>& items, float inv_scale, const
 #ifdef CIUIC_WITH_CUDA
   const Device dev = found_inf.device();
   DeviceGuard guard(dev);
-  Tensor inv = full({}, static_cast<double>(inv_scale), TensorOptions(DType::f32).device(dev));
   struct Lists {
     std::vector<const void*> in;
     std::vector<void*> out;

@@ -18,6 +18,7 @@ struct UnscaleItem {
 // per tensor with kernels::scaled_grad (f32 math, as the CUDA kernel; f64
 // gradients in f64). CUDA: kernels::multi_tensor_unscale, one launch sequence
 // per (input dtype, output dtype).
-void unscale_grads(const std::vector<UnscaleItem>& items, float inv_scale, const Tensor& found_inf);
+// inv_scale: a one-element f32 tensor (1 / scale) on found_inf's device, read there.
+void unscale_grads(const std::vector<UnscaleItem>& items, const Tensor& inv_scale, const Tensor& found_inf);
 
 }  // namespace ciuic::amp::detail

@@ -4,13 +4,20 @@
 // accumulate and the result is deterministic. f16/bf16 gradients are summed in
 // f32 and rounded once.
 //
-// On CUDA: the embedding kernels. The gather counts indices outside [0, V) on the
-// device; one 8-byte read after it (a host sync) raises the CPU's IndexError. The
-// backward is the kernel's deterministic scatter-add (index order, as the CPU).
+// Indices outside [0, V) give rows of nan and are skipped by backward; the first
+// one is reported to the device's error slot and raised as an IndexError at the
+// next sync point (ciuic/host_sync.h), on the CPU as on a GPU: no host read-back.
+//
+// On CUDA: the embedding kernels (the gather reports bad indices itself). The
+// backward is the kernel's scatter-add: deterministic (index order, as the CPU) or
+// atomic, as set_deterministic_embedding_backward (ciuic/backend_flags.h) says.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "acc_data.h"
+#include "ciuic/backend_flags.h"
+#include "ciuic/host_sync.h"
 #include "op_util.h"
 
 #ifdef CIUIC_WITH_CUDA
@@ -22,9 +29,9 @@ namespace ciuic {
 
 namespace {
 
-// Indices as i64, contiguous; throws IndexError on the first value outside [0, V).
+// Indices as i64, contiguous; the first value outside [0, V) is reported (deferred IndexError).
 std::vector<std::int64_t> checked_indices(const Tensor& indices, const Tensor& weight) {
-  const std::int64_t V = weight.shape()[0];
+  const std::int64_t V = weight.shape()[0], C = weight.shape()[1];
   Tensor c = ops::contiguous_data(indices);
   std::vector<std::int64_t> idx(static_cast<std::size_t>(c.numel()));
   auto load = [&](auto tag) {
@@ -35,14 +42,16 @@ std::vector<std::int64_t> checked_indices(const Tensor& indices, const Tensor& w
   if (c.dtype() == DType::i32) load(std::int32_t{});
   else load(std::int64_t{});
   for (std::int64_t v : idx)
-    CIUIC_CHECK(v >= 0 && v < V, IndexError, "embedding", "index ", v, " out of range for weight ", describe(weight),
-                " (V = ", V, "); expected indices in [0, ", V, ")");
+    if (v < 0 || v >= V) {
+      detail::report_cpu_error(kernels::DeviceErrorCode::embedding_index, v, V, C);
+      break;
+    }
   return idx;
 }
 
 #ifdef CIUIC_WITH_CUDA
 // idx: the indices, contiguous on weight's device; out: (idx..., C).
-Tensor embedding_forward_cuda(const Tensor& weight, const Tensor& idx, const Tensor& indices) {
+Tensor embedding_forward_cuda(const Tensor& weight, const Tensor& idx) {
   const std::int64_t V = weight.shape()[0], C = weight.shape()[1];
   const Device dev = weight.device();
   Tensor w = weight.detach().contiguous();
@@ -50,10 +59,9 @@ Tensor embedding_forward_cuda(const Tensor& weight, const Tensor& idx, const Ten
   out_shape.push_back(C);
   DeviceGuard guard(dev);
   Tensor out = make_tensor(out_shape, weight.dtype(), dev);
-  Tensor bad = zeros({1}, TensorOptions(DType::i64).device(dev));
   kernels::embedding_forward(out.data_ptr(), w.data_ptr(), weight.dtype(), V, C, idx.data_ptr(), idx.dtype(),
-                             idx.numel(), static_cast<std::int64_t*>(bad.data_ptr()), current_stream(dev));
-  if (bad.item() != 0) checked_indices(indices.to(Device::cpu()), weight);  // IndexError naming the first bad one
+                             idx.numel(), detail::device_error_slot(dev), current_stream(dev));
+  detail::after_checked_op(dev);
   return out;
 }
 
@@ -63,10 +71,11 @@ Tensor embedding_backward_cuda(const Tensor& g, const Tensor& idx, std::int64_t 
   Tensor gc = g.detach().contiguous();
   DeviceGuard guard(dev);
   Tensor gw = make_tensor({V, C}, g.dtype(), dev);
-  const std::size_t bytes = kernels::embedding_backward_workspace_bytes(g.dtype(), V, C, true);
+  const bool det = deterministic_embedding_backward();
+  const std::size_t bytes = kernels::embedding_backward_workspace_bytes(g.dtype(), V, C, idx.numel(), det);
   Tensor ws = ops::cuda_workspace(dev, bytes);
   kernels::embedding_backward(gw.data_ptr(), gc.data_ptr(), g.dtype(), V, C, idx.data_ptr(), idx.dtype(),
-                              idx.numel(), true, ws.defined() ? ws.data_ptr() : nullptr, bytes, current_stream(dev));
+                              idx.numel(), det, ws.defined() ? ws.data_ptr() : nullptr, bytes, current_stream(dev));
   return gw;
 }
 #endif
@@ -84,7 +93,7 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
 #ifdef CIUIC_WITH_CUDA
   if (weight.device().is_cuda()) {
     Tensor idx = indices.detach().clone();  // a private copy: later in-place changes do not reach backward
-    Tensor out = embedding_forward_cuda(weight, idx, indices);
+    Tensor out = embedding_forward_cuda(weight, idx);
     if (needs_grad({&weight}))
       record(op, {weight, indices}, {out}, [idx, V, C](const GradList& g) {
         return GradList{embedding_backward_cuda(g[0], idx, V, C), Tensor()};
@@ -100,8 +109,24 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
   const std::size_t row_bytes = static_cast<std::size_t>(C) * weight.element_size();
   const auto* src = static_cast<const unsigned char*>(w.data_ptr());
   auto* dst = static_cast<unsigned char*>(out.data_ptr());
-  for (std::size_t i = 0; i < idx.size() && row_bytes > 0; ++i)
+  bool any_bad = false;
+  for (std::size_t i = 0; i < idx.size() && row_bytes > 0; ++i) {
+    if (idx[i] < 0 || idx[i] >= V) {
+      any_bad = true;  // a row of nan, as the CUDA kernel writes
+      continue;
+    }
     std::memcpy(dst + i * row_bytes, src + static_cast<std::size_t>(idx[i]) * row_bytes, row_bytes);
+  }
+  if (any_bad) {
+    dispatch_floating(weight.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      T* o = static_cast<T*>(out.data_ptr());
+      for (std::size_t i = 0; i < idx.size(); ++i)
+        if (idx[i] < 0 || idx[i] >= V)
+          for (std::int64_t j = 0; j < C; ++j) o[static_cast<std::int64_t>(i) * C + j] = convert<T>(NAN);
+    });
+  }
+  detail::after_checked_op(weight.device());
   if (!needs_grad({&weight})) return out;
 
   const DType dt = weight.dtype();
@@ -116,6 +141,7 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
       auto* a = acc.data();
       const auto* gp = gi.data();
       for (std::size_t i = 0; i < shared_idx->size(); ++i) {
+        if ((*shared_idx)[i] < 0 || (*shared_idx)[i] >= V) continue;  // reported by the forward
         auto* row = a + (*shared_idx)[i] * C;
         const auto* gr = gp + static_cast<std::int64_t>(i) * C;
         for (std::int64_t j = 0; j < C; ++j) row[j] += gr[j];

@@ -10,12 +10,16 @@
 // mse_loss(input, target): mean((input - target)^2) over equal shapes (no broadcasting),
 //   in the input dtype; d/d input = 2 (input - target) g / n, d/d target = the negation.
 //
-// On CUDA: cross_entropy runs the fused kernel, once for the per-row losses (their
-// sum and the division by count are the sum and div ops) and again in backward for
-// the gradient, which recomputes the row's log-sum-exp instead of keeping (N, C)
-// probabilities. The targets are checked on the host first (one copy, the CPU's
-// IndexError), which also gives count. mse_loss is sub, mul and sum in acc_t
-// (f32 for f16/bf16), rounded to the input dtype at the end.
+// A target outside [0, C) that is not ignore_index gives a nan loss and a nan
+// gradient row; the first one is reported to the device's error slot and raised as
+// an IndexError at the next sync point (ciuic/host_sync.h), on the CPU as on a GPU.
+//
+// On CUDA nothing is read back: the fused kernel writes the per-row losses and
+// log-sum-exps (N values kept for backward, so backward reads each row once and
+// never recomputes the lse), count is a device counter, the mean is the sum and div
+// ops, and backward's scale g / count is a device scalar the kernel reads.
+// mse_loss is sub, mul and sum in acc_t (f32 for f16/bf16), rounded to the input
+// dtype at the end.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -23,6 +27,7 @@
 #include <optional>
 
 #include "acc_data.h"
+#include "ciuic/host_sync.h"
 #include "op_util.h"
 
 #ifdef CIUIC_WITH_CUDA
@@ -44,7 +49,17 @@ Tensor scalar_tensor(double v, DType dt, Device dev) {
   return t;
 }
 
-// Targets as i64, contiguous; IndexError on the first one outside [0, C) that is not ignore_index.
+// The value of a one-element CPU tensor, read in place (not item(), which counts as a host read).
+double cpu_scalar(const Tensor& t) {
+  double v = 0;
+  dispatch_floating(t.dtype(), "cpu_scalar", [&](auto tag) {
+    using T = decltype(tag);
+    v = convert<double>(*static_cast<const T*>(t.data_ptr()));
+  });
+  return v;
+}
+
+// Targets as i64, contiguous; the first one outside [0, C) that is not ignore_index is reported.
 std::vector<std::int64_t> checked_targets(const Tensor& targets, const Tensor& logits, std::int64_t C,
                                           std::int64_t ignore_index) {
   Tensor c = ops::contiguous_data(targets);
@@ -56,10 +71,12 @@ std::vector<std::int64_t> checked_targets(const Tensor& targets, const Tensor& l
   };
   if (c.dtype() == DType::i32) load(std::int32_t{});
   else load(std::int64_t{});
+  (void)logits;
   for (std::int64_t v : t)
-    CIUIC_CHECK(v == ignore_index || (v >= 0 && v < C), IndexError, "cross_entropy", "target ", v,
-                " out of range for logits ", describe(logits), " (C = ", C, "); expected targets in [0, ", C,
-                ") or ignore_index ", ignore_index);
+    if (v != ignore_index && (v < 0 || v >= C)) {
+      detail::report_cpu_error(kernels::DeviceErrorCode::cross_entropy_target, v, C, ignore_index);
+      break;
+    }
   return t;
 }
 
@@ -75,6 +92,12 @@ CrossEntropyRows cross_entropy_forward_rows(const A* x, const std::vector<std::i
   CrossEntropyRows res;
   for (std::size_t r = 0; r < t.size(); ++r) {
     if (t[r] == ignore_index) continue;
+    ++res.count;
+    if (t[r] < 0 || t[r] >= C) {  // reported; nan as the CUDA kernel
+      lse[r] = std::numeric_limits<A>::quiet_NaN();
+      res.loss_sum = std::numeric_limits<double>::quiet_NaN();
+      continue;
+    }
     const A* xr = x + static_cast<std::int64_t>(r) * C;
     A m = xr[0];
     for (std::int64_t c = 1; c < C; ++c) m = std::max(m, xr[c]);
@@ -82,7 +105,6 @@ CrossEntropyRows cross_entropy_forward_rows(const A* x, const std::vector<std::i
     for (std::int64_t c = 0; c < C; ++c) s += std::exp(xr[c] - m);
     lse[r] = m + std::log(s);
     res.loss_sum += static_cast<double>(lse[r] - xr[t[r]]);
-    ++res.count;
   }
   return res;
 }
@@ -94,6 +116,10 @@ void cross_entropy_backward_rows(const A* x, const std::vector<std::int64_t>& t,
     if (t[r] == ignore_index) continue;  // gx stays 0
     const A* xr = x + static_cast<std::int64_t>(r) * C;
     A* gr = gx + static_cast<std::int64_t>(r) * C;
+    if (t[r] < 0 || t[r] >= C) {
+      for (std::int64_t c = 0; c < C; ++c) gr[c] = std::numeric_limits<A>::quiet_NaN();
+      continue;
+    }
     for (std::int64_t c = 0; c < C; ++c) gr[c] = std::exp(xr[c] - lse[r]) * scale;
     gr[t[r]] -= scale;
   }
@@ -103,33 +129,37 @@ void cross_entropy_backward_rows(const A* x, const std::vector<std::int64_t>& t,
 Tensor cross_entropy_cuda(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index) {
   const char* op = "cross_entropy";
   const std::int64_t C = logits.shape().back();
-  const std::vector<std::int64_t> host_t = checked_targets(targets.to(Device::cpu()), logits, C, ignore_index);
-  const std::int64_t N = static_cast<std::int64_t>(host_t.size());
-  const std::int64_t count =
-      std::count_if(host_t.begin(), host_t.end(), [&](std::int64_t v) { return v != ignore_index; });
   const Device dev = logits.device();
   const DType loss_dt = logits.dtype() == DType::f64 ? DType::f64 : DType::f32;  // also the kernel's row type
   Tensor x = logits.detach().contiguous();
   Tensor t = targets.detach().clone();  // private, contiguous: later in-place changes do not reach backward
-  Tensor loss_rows;
+  const std::int64_t N = t.numel();
+  Tensor loss_rows, lse_rows, count;
   {
     DeviceGuard guard(dev);
     loss_rows = make_tensor({N}, loss_dt, dev);
-    kernels::cross_entropy_forward_backward(loss_rows.data_ptr(), nullptr, nullptr, x.data_ptr(), x.dtype(),
-                                            t.data_ptr(), t.dtype(), N, C, ignore_index, 0.0, current_stream(dev));
+    lse_rows = make_tensor({N}, loss_dt, dev);
+    count = make_tensor({}, DType::i64, dev);
+    kernels::cross_entropy_count_valid(static_cast<std::int64_t*>(count.data_ptr()), t.data_ptr(), t.dtype(), N,
+                                       ignore_index, current_stream(dev));
+    kernels::cross_entropy_forward_backward(loss_rows.data_ptr(), lse_rows.data_ptr(), nullptr, x.data_ptr(),
+                                            x.dtype(), t.data_ptr(), t.dtype(), N, C, ignore_index, 0.0,
+                                            current_stream(dev), detail::device_error_slot(dev));
   }
-  Tensor loss = div(sum(loss_rows), static_cast<double>(count));  // count == 0: 0 / 0 = nan, as the CPU
+  detail::after_checked_op(dev);
+  Tensor count_f = count.to(loss_dt);
+  Tensor loss = div(sum(loss_rows), count_f);  // count == 0: 0 / 0 = nan, as the CPU
   if (!needs_grad({&logits})) return loss;
 
   SavedTensor sx(logits);
   record(op, {logits, targets}, {loss}, [=](const GradList& g) {
     Tensor xs = sx.unpack(op).contiguous();
-    const double gscale = count == 0 ? 0.0 : g[0].item() / static_cast<double>(count);
+    // g / count on the device; count == 0 means every row is ignored (gradient 0 whatever the scale).
+    Tensor scale = div(g[0].detach().to(loss_dt), maximum(count_f, ones({}, TensorOptions(loss_dt).device(dev))));
     DeviceGuard guard(dev);
     Tensor gx = make_tensor(xs.shape(), xs.dtype(), dev);
-    kernels::cross_entropy_forward_backward(nullptr, nullptr, gx.data_ptr(), xs.data_ptr(), xs.dtype(),
-                                            t.data_ptr(), t.dtype(), N, C, ignore_index, gscale,
-                                            current_stream(dev));
+    kernels::cross_entropy_backward(gx.data_ptr(), xs.data_ptr(), xs.dtype(), lse_rows.data_ptr(), t.data_ptr(),
+                                    t.dtype(), N, C, ignore_index, 1.0, scale.data_ptr(), current_stream(dev));
     return GradList{gx, Tensor()};
   });
   return loss;
@@ -146,7 +176,8 @@ Tensor mse_loss_cuda(const Tensor& input, const Tensor& target) {
   SavedTensor sa(input), sb(target);
   const bool want_a = input.requires_grad(), want_b = target.requires_grad();
   record(op, {input, target}, {loss}, [=](const GradList& g) {
-    const double scale = 2.0 * g[0].item() / static_cast<double>(n);
+    // 2 g / n as a device scalar: no read-back
+    Tensor scale = mul(g[0].detach().to(acc), 2.0 / static_cast<double>(n));
     Tensor ga = mul(sub(sa.unpack(op).to(acc), sb.unpack(op).to(acc)), scale).to(dt);
     return GradList{want_a ? ga : Tensor(), want_b ? neg(ga) : Tensor()};
   });
@@ -189,6 +220,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
   const double loss_value = fr.count == 0 ? std::numeric_limits<double>::quiet_NaN()
                                           : fr.loss_sum / static_cast<double>(fr.count);
   Tensor loss = scalar_tensor(loss_value, loss_dt, dev);
+  detail::after_checked_op(dev);
   if (!needs_grad({&logits})) return loss;
 
   SavedTensor sx(logits);
@@ -196,7 +228,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
   record(op, {logits, targets}, {loss}, [=](const GradList& g) {
     Tensor x = sx.unpack(op);
     Tensor gx;
-    const double gscale = count == 0 ? 0.0 : g[0].item() / static_cast<double>(count);
+    const double gscale = count == 0 ? 0.0 : cpu_scalar(g[0]) / static_cast<double>(count);
     dispatch_floating(x.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
       using A = acc_t<T>;
@@ -240,7 +272,7 @@ Tensor mse_loss(const Tensor& input, const Tensor& target) {
   const bool want_a = input.requires_grad(), want_b = target.requires_grad();
   record(op, {input, target}, {loss}, [=](const GradList& g) {
     Tensor ia = sa.unpack(op), ib = sb.unpack(op);
-    const double scale = 2.0 * g[0].item() / static_cast<double>(n);
+    const double scale = 2.0 * cpu_scalar(g[0]) / static_cast<double>(n);
     Tensor ga, gb;
     dispatch_floating(ia.dtype(), op, [&](auto tag) {
       using T = decltype(tag);

@@ -1,8 +1,10 @@
 // CUDA matmul and linear through cuBLASLt. f16/bf16 inputs accumulate in f32
-// (CUBLAS_COMPUTE_32F); f32 is strict f32 (TF32 is an opt-in of the gemm
-// launcher, not used here); f64 uses CUBLAS_COMPUTE_64F.
+// (CUBLAS_COMPUTE_32F); f32 is strict f32 unless set_allow_tf32(true)
+// (CUBLAS_COMPUTE_32F_FAST_TF32); f64 uses CUBLAS_COMPUTE_64F.
 #include "matmul_cuda.h"
 
+#include "ciuic/backend_flags.h"
+#include "matmul_plan.h"
 #include "op_util.h"
 
 #ifdef CIUIC_WITH_CUDA
@@ -16,20 +18,24 @@ namespace ciuic::ops {
 
 Tensor bmm_cuda(const Tensor& a, const Tensor& b, const Shape& batch) {
   const std::int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
-  // Broadcast batch dims are materialised: one strided-batched gemm then covers all.
-  Shape sa = batch, sb = batch, so = batch;
-  sa.insert(sa.end(), {m, k});
-  sb.insert(sb.end(), {k, n});
+  Shape so = batch;
   so.insert(so.end(), {m, n});
-  Tensor ac = a.expand(sa).contiguous(), bc = b.expand(sb).contiguous();
   Tensor out = make_tensor(so, a.dtype(), a.device());
   if (out.numel() == 0) return out;
+  // Operands in place where their strides allow (matmul_plan.h): transposes as
+  // flags, stride-0 broadcast batches, batch folded into M; copies otherwise.
+  const matmul_plan::Plan plan =
+      matmul_plan::plan_bmm({a.shape(), a.strides()}, {b.shape(), b.strides()}, batch, a.dtype());
+  auto materialised = [&](const Tensor& t, std::int64_t r, std::int64_t c) {
+    Shape s = batch;
+    s.insert(s.end(), {r, c});
+    return t.expand(s).contiguous();
+  };
+  Tensor ac = plan.copy_a ? materialised(a, m, k) : a;
+  Tensor bc = plan.copy_b ? materialised(b, k, n) : b;
   DeviceGuard guard(a.device());
-  kernels::GemmProblem p = kernels::gemm_problem(false, false, m, n, k, a.dtype());
-  p.batch = shape_numel(batch);
-  p.stride_a = m * k;
-  p.stride_b = k * n;
-  p.stride_c = m * n;
+  kernels::GemmProblem p = plan.problem;
+  p.allow_tf32 = allow_tf32() && a.dtype() == DType::f32;
   kernels::gemm(p, 1.0, ac.data_ptr(), bc.data_ptr(), 0.0, out.data_ptr(), nullptr, nullptr,
                 current_stream(a.device()));
   return out;
@@ -37,12 +43,24 @@ Tensor bmm_cuda(const Tensor& a, const Tensor& b, const Shape& batch) {
 
 Tensor linear_cuda(const Tensor& x2, const Tensor& weight, const Tensor& bias) {
   const std::int64_t rows = x2.size(0), in = x2.size(1), nout = weight.size(0);
-  Tensor xc = x2.contiguous(), wc = weight.contiguous();
   Tensor out = make_tensor({rows, nout}, x2.dtype(), x2.device());
   if (out.numel() == 0) return out;
+  // out (rows, nout) = x (rows, in) W^T, bias added in the epilogue; x and W in
+  // place when their strides allow (W^T is W's layout with the flag flipped).
+  const matmul_plan::MatrixLayout lx = matmul_plan::matrix_layout({x2.shape(), x2.strides()});
+  const matmul_plan::MatrixLayout lw = matmul_plan::matrix_layout({weight.shape(), weight.strides()});
+  Tensor xc = lx.ok ? x2 : x2.contiguous(), wc = lw.ok ? weight : weight.contiguous();
   DeviceGuard guard(x2.device());
-  // out (rows, nout) = x (rows, in) W^T, bias added in the epilogue.
   kernels::GemmProblem p = kernels::gemm_problem(false, true, rows, nout, in, x2.dtype());
+  if (lx.ok) {
+    p.trans_a = lx.trans;
+    p.lda = lx.ld;
+  }
+  if (lw.ok) {
+    p.trans_b = !lw.trans;  // B = W^T: W row-major (nout, in) is W^T column-major
+    p.ldb = lw.ld;
+  }
+  p.allow_tf32 = allow_tf32() && x2.dtype() == DType::f32;
   Tensor bc;
   if (bias.defined()) {
     bc = bias.contiguous();

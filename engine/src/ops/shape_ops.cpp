@@ -116,7 +116,7 @@ Tensor index_select_cuda(const char* op, const Tensor& a, std::int64_t d, const 
   DeviceGuard guard(a.device());
   Tensor out = make_tensor(out_shape, a.dtype(), a.device());
   kernels::embedding_forward(out.data_ptr(), rows.data_ptr(), a.dtype(), n, C, idx.data_ptr(), idx.dtype(), m,
-                             nullptr, current_stream(a.device()));
+                             {}, current_stream(a.device()));
   return dim_back(out, d);
 }
 
@@ -128,7 +128,7 @@ Tensor index_add_backward_cuda(const Tensor& g, const Tensor& idx, const Shape& 
   const std::int64_t n = shape[d], C = shape_numel(rows_shape) == 0 ? 0 : shape_numel(rows_shape) / n;
   DeviceGuard guard(g.device());
   Tensor gx = make_tensor(rows_shape, g.dtype(), g.device());
-  const std::size_t bytes = kernels::embedding_backward_workspace_bytes(g.dtype(), n, C, true);
+  const std::size_t bytes = kernels::embedding_backward_workspace_bytes(g.dtype(), n, C, idx.numel(), true);
   Tensor ws = ops::cuda_workspace(g.device(), bytes);
   kernels::embedding_backward(gx.data_ptr(), grows.data_ptr(), g.dtype(), n, C, idx.data_ptr(), idx.dtype(),
                               idx.numel(), true, ws.defined() ? ws.data_ptr() : nullptr, bytes,

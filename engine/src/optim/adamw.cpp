@@ -1,6 +1,5 @@
 // optim::AdamW (decoupled weight decay, bias-corrected moments, optional AMSGrad).
 #include <cmath>
-#include <map>
 
 #include "ciuic/autograd.h"
 #include "ciuic/ops.h"
@@ -79,15 +78,14 @@ void AdamW::run_step(const Tensor& found_inf) {
     drop_master_grads();
     return;
   }
-  if (device_flag) begin_deferred_step(found_inf);
+  // Device step counts (ParamState::device_step) make the fused GPU path independent of
+  // earlier flags: it never reads them. Other parameters need settled host counts.
+  if (device_flag) begin_deferred_step(found_inf, /*settle_first=*/false);
   int host_skip = -1;  // device flag read on the host for parameters outside the fused path (-1: not yet)
   for (std::size_t gi = 0; gi < param_groups().size(); ++gi) {
     const ParamGroup& g = param_groups()[gi];
-    struct Batch {
-      std::vector<masters::FusedParam> items;
-      std::vector<std::size_t> index;  // of each item's parameter in the group
-    };
-    std::map<std::int64_t, Batch> fused;  // by step count
+    std::vector<masters::FusedParam> fused;
+    std::vector<std::size_t> fused_index;  // of each fused item's parameter in the group
     for (std::size_t i = 0; i < g.params.size(); ++i) {
       Tensor p = g.params[i];
       Tensor grad = step_gradient(gi, i);
@@ -100,15 +98,24 @@ void AdamW::run_step(const Tensor& found_inf) {
         if (masters::is_half(p.dtype()) && masters::ensure_master(s, p)) d.created.push_back("master");
         for (const char* name : {"exp_avg", "exp_avg_sq"})
           if (masters::ensure_buffer(s, name, p)) d.created.push_back(name);
+        // First GPU step of this parameter (or after load_state_dict): no pending step
+        // involves it yet, so the host count is exact and moves to the device.
+        if (!s.device_step.defined() || s.device_step.device() != p.device())
+          s.device_step = full({}, static_cast<double>(s.step), TensorOptions(DType::i64).device(p.device()));
         ++s.step;
         Tensor weight = masters::is_half(p.dtype()) ? s.buffers.at("master") : p.detach();
         Tensor copy = masters::is_half(p.dtype()) ? p.detach() : Tensor();
-        Batch& batch = fused[s.step];
-        batch.items.push_back({weight, grad.detach().contiguous(), s.buffers.at("exp_avg"),
-                               s.buffers.at("exp_avg_sq"), copy});
-        batch.index.push_back(i);
+        fused.push_back({weight, grad.detach().contiguous(), s.buffers.at("exp_avg"), s.buffers.at("exp_avg_sq"),
+                         copy, s.device_step});
+        fused_index.push_back(i);
         if (device_flag) add_deferred(std::move(d));
         continue;
+      }
+      // The host paths below use the host count: settle (a host read), then reopen the
+      // current pending step for the fused parameters that follow.
+      if (has_deferred_step()) {
+        settle_deferred_steps();
+        if (device_flag) begin_deferred_step(found_inf, /*settle_first=*/false);
       }
       if (device_flag) {
         if (host_skip < 0) host_skip = masters::flag_set(found_inf) ? 1 : 0;
@@ -152,9 +159,9 @@ void AdamW::run_step(const Tensor& found_inf) {
       Tensor decayed = g.weight_decay != 0 ? mul(p, 1.0 - g.lr * g.weight_decay) : p;
       p.copy_(sub(decayed, mul(div(m, denom), g.lr / bc1)));
     }
-    for (auto& [step, batch] : fused) {
-      masters::fused_adamw_cuda(batch.items, hyper_of(g), step, device_flag ? found_inf : Tensor());
-      for (std::size_t i : batch.index) masters::mark_master_synced(state_for(gi, i), g.params[i]);
+    if (!fused.empty()) {
+      masters::fused_adamw_cuda(fused, hyper_of(g), device_flag ? found_inf : Tensor());
+      for (std::size_t i : fused_index) masters::mark_master_synced(state_for(gi, i), g.params[i]);
     }
   }
   drop_master_grads();

@@ -23,7 +23,17 @@ void check_found_inf(const char* op, const Tensor& found_inf) {
               "; expected a one-element f32 tensor");
 }
 
-bool flag_set(const Tensor& found_inf) { return found_inf.item() != 0.0; }
+bool flag_set(const Tensor& found_inf) {
+  if (found_inf.device().is_cpu()) {  // host memory: read in place (item() would count as a read-back)
+    bool set = false;
+    dispatch_floating(found_inf.dtype(), "found_inf", [&](auto tag) {
+      using T = decltype(tag);
+      set = static_cast<double>(*static_cast<const T*>(found_inf.data_ptr())) != 0.0;
+    });
+    return set;
+  }
+  return found_inf.item() != 0.0;
+}
 
 bool ensure_buffer(ParamState& s, const char* name, const Tensor& p, bool zero_init) {
   const DType dt = state_dtype(p.dtype());
@@ -163,7 +173,7 @@ namespace {
 // Pointer lists of one fused launch (all gradients of one dtype, all copies of one dtype).
 struct Lists {
   std::vector<std::int64_t> numels;
-  std::vector<void*> weights, state1, state2, copies;
+  std::vector<void*> weights, state1, state2, copies, steps;
   std::vector<const void*> grads;
   DType grad_dtype = DType::f32;
   DType copy_dtype = DType::f16;
@@ -181,6 +191,7 @@ struct Lists {
     t.state2 = state2.empty() ? nullptr : state2.data();
     t.model_copies = has_copies ? copies.data() : nullptr;
     t.copy_dtype = copy_dtype;
+    t.steps = steps.empty() ? nullptr : steps.data();
     return t;
   }
 };
@@ -202,6 +213,12 @@ void for_each_list(const std::vector<FusedParam>& items, const char* op, Launch&
     l.grads.push_back(it.grad.data_ptr());
     if (it.state1.defined()) l.state1.push_back(it.state1.data_ptr());
     if (it.state2.defined()) l.state2.push_back(it.state2.data_ptr());
+    if (it.step.defined()) {
+      CIUIC_CHECK(it.step.dtype() == DType::i64 && it.step.device() == it.weight.device() && it.step.numel() == 1,
+                  DTypeError, op, "device step count ", describe(it.step), " for ", describe(it.weight),
+                  "; expected an i64 scalar on the parameter's device");
+      l.steps.push_back(it.step.data_ptr());
+    }
     if (it.copy.defined()) {
       l.has_copies = true;
       l.copy_dtype = it.copy.dtype();
@@ -217,6 +234,7 @@ void for_each_list(const std::vector<FusedParam>& items, const char* op, Launch&
     if (it.state1.defined()) it.state1.bump_version();
     if (it.state2.defined()) it.state2.bump_version();
     if (it.copy.defined()) it.copy.bump_version();
+    if (it.step.defined()) it.step.bump_version();
   }
 }
 
@@ -229,11 +247,12 @@ const float* flag_ptr(const Tensor& found_inf) {
 
 }  // namespace
 
-void fused_adamw_cuda(const std::vector<FusedParam>& items, const kernels::AdamWHyper& h, std::int64_t step,
-                      const Tensor& found_inf) {
+void fused_adamw_cuda(const std::vector<FusedParam>& items, const kernels::AdamWHyper& h, const Tensor& found_inf) {
   const float* flag = flag_ptr(found_inf);
   for_each_list(items, "AdamW", [&](const Lists& l) {
-    kernels::fused_adamw(l.view(), h, step, nullptr, flag, current_stream(l.device));
+    CIUIC_CHECK(l.steps.size() == l.numels.size(), ValueError, "AdamW", "device step counts for ", l.steps.size(),
+                " of ", l.numels.size(), " parameters; expected one per parameter");
+    kernels::fused_adamw(l.view(), h, 1, nullptr, flag, current_stream(l.device));
   });
 }
 
@@ -245,7 +264,7 @@ void fused_sgd_cuda(const std::vector<FusedParam>& items, const kernels::SgdHype
   });
 }
 #else
-void fused_adamw_cuda(const std::vector<FusedParam>&, const kernels::AdamWHyper&, std::int64_t, const Tensor&) {
+void fused_adamw_cuda(const std::vector<FusedParam>&, const kernels::AdamWHyper&, const Tensor&) {
   ::ciuic::detail::fail<DeviceError>("AdamW", "a fused step on the GPU needs a CUDA build; expected CPU parameters");
 }
 void fused_sgd_cuda(const std::vector<FusedParam>&, const kernels::SgdHyper&, bool, const Tensor&) {

@@ -52,11 +52,12 @@ void sgd_step_cpu(const Tensor& p, const Tensor& master, const Tensor* buf, bool
 // parameter written in the same pass (undefined for f32 parameters).
 struct FusedParam {
   Tensor weight, grad, state1, state2, copy;
+  Tensor step;  // AdamW: the parameter's device step count (i64 scalar, ParamState::device_step)
 };
 // Launches kernels::fused_adamw / fused_sgd over the items, split into launches
 // of equal gradient dtype and copy dtype. found_inf: undefined or a device f32.
-void fused_adamw_cuda(const std::vector<FusedParam>& items, const kernels::AdamWHyper& h, std::int64_t step,
-                      const Tensor& found_inf);
+// AdamW reads and advances every item's device step count (FusedParam::step).
+void fused_adamw_cuda(const std::vector<FusedParam>& items, const kernels::AdamWHyper& h, const Tensor& found_inf);
 void fused_sgd_cuda(const std::vector<FusedParam>& items, const kernels::SgdHyper& h, bool first_step,
                     const Tensor& found_inf);
 

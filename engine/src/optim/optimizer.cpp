@@ -130,8 +130,13 @@ void Optimizer::drop_master_grads() {
 }
 
 Tensor Optimizer::step_gradient(std::size_t group, std::size_t index) const {
-  const ParamState& s = state(group, index);
-  if (const Tensor* mg = s.buffers.find(kMasterGrad)) return *mg;
+  CIUIC_CHECK(group < groups_.size() && index < groups_[group].params.size(), IndexError, "Optimizer::step_gradient",
+              "group ", group, ", parameter ", index, " out of range (", groups_.size(), " groups); expected "
+              "an existing parameter");
+  // Not through state(): that settles pending device steps (a host read), and the
+  // gradient is needed inside a step.
+  const bool has_state = group < state_.size() && index < state_[group].size();
+  if (const Tensor* mg = has_state ? state_[group][index].buffers.find(kMasterGrad) : nullptr) return *mg;
   return groups_[group].params[index].grad();
 }
 
@@ -145,21 +150,43 @@ void Optimizer::step(const Tensor& found_inf) {
   }
 }
 
-void Optimizer::begin_deferred_step(const Tensor& found_inf) {
-  if (!deferred_.empty()) resolve_deferred_step(masters::flag_set(deferred_flag_));
-  deferred_flag_ = found_inf;
+void Optimizer::begin_deferred_step(const Tensor& found_inf, bool settle_first) {
+  if (settle_first) settle_deferred_steps();
+  pending_.push_back(PendingStep{found_inf, {}});
+}
+
+void Optimizer::apply_pending(const std::vector<bool>& skipped) const {
+  // Oldest first; a skipped step takes back one count of each of its parameters.
+  std::vector<const DeferredParam*> created;
+  for (std::size_t k = 0; k < pending_.size(); ++k) {
+    for (const DeferredParam& d : pending_[k].params) {
+      ParamState& s = state_[d.group][d.index];
+      if (skipped[k]) --s.step;
+      if (!d.created.empty()) created.push_back(&d);
+    }
+  }
+  // Buffers a step created are dropped when every step since turned out skipped.
+  for (const DeferredParam* d : created) {
+    ParamState& s = state_[d->group][d->index];
+    if (s.step == 0)
+      for (const std::string& name : d->created) s.buffers.erase(name);
+  }
+  pending_.clear();
 }
 
 void Optimizer::resolve_deferred_step(bool skipped) {
-  if (skipped) {
-    for (const DeferredParam& d : deferred_) {
-      ParamState& s = state_for(d.group, d.index);
-      s.step = d.step_before;
-      for (const std::string& name : d.created) s.buffers.erase(name);
-    }
-  }
-  deferred_.clear();
-  deferred_flag_ = Tensor();
+  if (pending_.empty()) return;
+  std::vector<bool> flags;
+  for (std::size_t k = 0; k + 1 < pending_.size(); ++k) flags.push_back(masters::flag_set(pending_[k].flag));
+  flags.push_back(skipped);
+  apply_pending(flags);
+}
+
+void Optimizer::settle_deferred_steps() const {
+  if (pending_.empty()) return;
+  std::vector<bool> flags;
+  for (const PendingStep& p : pending_) flags.push_back(masters::flag_set(p.flag));
+  apply_pending(flags);
 }
 
 const ParamState& Optimizer::state(std::size_t group, std::size_t index) const {
@@ -167,6 +194,7 @@ const ParamState& Optimizer::state(std::size_t group, std::size_t index) const {
               "group ", group, ", parameter ", index, " out of range (", groups_.size(), " groups); expected "
               "an existing parameter");
   static const ParamState kFresh;
+  settle_deferred_steps();
   if (group >= state_.size() || index >= state_[group].size()) return kFresh;
   return state_[group][index];
 }
@@ -180,6 +208,7 @@ OptimizerStateDict Optimizer::state_dict() const {
     for (std::size_t i = 0; i < groups_[g].params.size(); ++i) {
       ParamState s = state(g, i);
       s.buffers.erase(kMasterGrad);
+      s.device_step = Tensor();
       for (auto& [name, t] : s.buffers) t = t.detach();
       group.params.push_back(std::move(s));
     }
@@ -190,6 +219,7 @@ OptimizerStateDict Optimizer::state_dict() const {
 
 void Optimizer::load_state_dict(const OptimizerStateDict& dict) {
   const char* op = "load_state_dict";
+  settle_deferred_steps();
   CIUIC_CHECK(dict.optimizer == name_, ValueError, op, "state dict of a ", dict.optimizer, " optimizer into ", name_,
               "; expected a ", name_, " state dict");
   CIUIC_CHECK(dict.groups.size() == groups_.size(), ValueError, op, "state dict has ", dict.groups.size(),
@@ -249,8 +279,7 @@ void Optimizer::load_state_dict(const OptimizerStateDict& dict) {
   for (std::size_t g = 0; g < groups_.size(); ++g) new_groups[g].params = groups_[g].params;
   groups_ = std::move(new_groups);
   state_ = std::move(new_state);
-  deferred_.clear();
-  deferred_flag_ = Tensor();
+  pending_.clear();
 }
 
 }  // namespace ciuic::optim

@@ -67,6 +67,9 @@ void SGD::run_step(const Tensor& found_inf) {
     drop_master_grads();
     return;
   }
+  // Earlier steps under device flags are settled first (a host read of their flags):
+  // whether the momentum buffers are initialised depends on them.
+  settle_deferred_steps();
   if (device_flag) begin_deferred_step(found_inf);
   int host_skip = -1;  // device flag read on the host for parameters outside the fused path (-1: not yet)
   for (std::size_t gi = 0; gi < param_groups().size(); ++gi) {

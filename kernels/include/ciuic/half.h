@@ -1,8 +1,13 @@
 // Storage types for IEEE half (f16) and bfloat16, with round-to-nearest-even
-// conversion done by bit manipulation, so that a CPU-only build needs no CUDA
-// headers and host and device code round identically.
+// conversion. On the host it is done by bit manipulation (a CPU-only build needs
+// no CUDA headers; tested exhaustively against the definition). In device code
+// (__CUDA_ARCH__) the same conversions are single hardware instructions
+// (cvt.rn.f16.f32, cvt.f32.f16, and cvt.rn.bf16.f32 from sm_80): the software path
+// compiles to ~150 PTX instructions and 25 branches per rounding. Both round to
+// nearest even, so host and device results are identical for every non-nan value.
 //
-// Invariants: nan stays nan (quiet), +-inf stays +-inf, f32 values beyond the
+// Invariants: nan stays nan (quiet; the device gives the canonical nan 0x7fff where
+// the host keeps the top payload bits), +-inf stays +-inf, f32 values beyond the
 // target range round to +-inf, subnormals are produced and read exactly.
 #pragma once
 
@@ -33,8 +38,8 @@ CIUIC_HD float f32_from_bits(uint32_t u) {
 #endif
 }
 
-// f32 -> f16 bits, round to nearest even.
-CIUIC_HD uint16_t f32_to_f16_bits(float f) {
+// f32 -> f16 bits, round to nearest even (the host path; the device one is below).
+CIUIC_HD uint16_t f32_to_f16_bits_soft(float f) {
   uint32_t x = f32_bits(f);
   uint32_t sign = (x >> 16) & 0x8000u;
   uint32_t absx = x & 0x7fffffffu;
@@ -61,7 +66,7 @@ CIUIC_HD uint16_t f32_to_f16_bits(float f) {
   return static_cast<uint16_t>(sign | q);
 }
 
-CIUIC_HD float f16_bits_to_f32(uint16_t h) {
+CIUIC_HD float f16_bits_to_f32_soft(uint16_t h) {
   uint32_t sign = (static_cast<uint32_t>(h) & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;
   uint32_t mant = h & 0x3ffu;
@@ -76,12 +81,44 @@ CIUIC_HD float f16_bits_to_f32(uint16_t h) {
 }
 
 // f32 -> bf16 bits, round to nearest even; nan stays a quiet nan.
-CIUIC_HD uint16_t f32_to_bf16_bits(float f) {
+CIUIC_HD uint16_t f32_to_bf16_bits_soft(float f) {
   uint32_t x = f32_bits(f);
   if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);
   uint32_t lsb = (x >> 16) & 1u;
   x += 0x7fffu + lsb;  // overflow of the largest finite values correctly yields inf
   return static_cast<uint16_t>(x >> 16);
+}
+
+// The conversions the storage types use: hardware on the device, the bit
+// manipulation above on the host.
+CIUIC_HD uint16_t f32_to_f16_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  unsigned short h;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+  return h;
+#else
+  return f32_to_f16_bits_soft(f);
+#endif
+}
+
+CIUIC_HD float f16_bits_to_f32(uint16_t h) {
+#if defined(__CUDA_ARCH__)
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(static_cast<unsigned short>(h)));
+  return f;
+#else
+  return f16_bits_to_f32_soft(h);
+#endif
+}
+
+CIUIC_HD uint16_t f32_to_bf16_bits(float f) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  unsigned short b;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b) : "f"(f));
+  return b;
+#else
+  return f32_to_bf16_bits_soft(f);
+#endif
 }
 
 CIUIC_HD float bf16_bits_to_f32(uint16_t b) { return f32_from_bits(static_cast<uint32_t>(b) << 16); }

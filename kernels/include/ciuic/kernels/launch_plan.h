@@ -48,6 +48,11 @@ constexpr int kRowBlockThreads = 128;  // block size when rows are mapped to war
 CIUIC_HD constexpr int rows_per_block(int group_threads) {
   return group_threads == 32 ? kRowBlockThreads / 32 : 1;
 }
+// The __launch_bounds__ of a row kernel's warp-mode (warp = true) or block-mode
+// instantiation: the most threads per block that mode is launched with. Warp mode
+// launches kRowBlockThreads; bounding it by 1024 forced 64 registers per thread
+// and the only register spills (f64 softmax, f32 fused residual + LayerNorm).
+CIUIC_HD constexpr int row_threads_bound(bool warp) { return warp ? kRowBlockThreads : 1024; }
 
 // ---- reductions over (outer, reduce, inner) of a contiguous input ----
 // Output element (o, i) reduces in[(o * reduce + j) * inner + i] over j. There are

@@ -23,6 +23,7 @@
 
 #include "ciuic/dtype.h"
 #include "ciuic/error.h"
+#include "ciuic/kernels/device_error.h"
 
 namespace ciuic::kernels {
 
@@ -36,7 +37,7 @@ constexpr int kMultiTensorMaxBlocks = 320;
 // (depth * slots pointers + slots sizes + blocks entries) stays under the classic
 // 4 KiB kernel-parameter limit.
 constexpr int multi_tensor_max_tensors(int depth) {
-  return depth <= 1 ? 96 : depth == 2 ? 64 : depth == 3 ? 48 : depth == 4 ? 40 : 36;
+  return depth <= 1 ? 96 : depth == 2 ? 64 : depth == 3 ? 48 : depth == 4 ? 40 : depth == 5 ? 36 : 32;
 }
 
 struct MultiTensorLaunch {
@@ -124,8 +125,12 @@ void multi_tensor_unscale(const void* const* in, DType in_dtype, void* const* ou
 void multi_tensor_scale(void* const* tensors, DType dtype, const std::int64_t* numels, int count, const float* coef,
                         void* stream);
 
-// *coef = min(1, max_norm / (*total_norm + eps)) on the device (one thread), so
-// clipping needs no host sync. max_norm > 0, eps >= 0.
-void clip_coefficient(const float* total_norm, float max_norm, float eps, float* coef, void* stream);
+// *coef = clip_grad_coefficient(*total_norm, max_norm, eps) on the device (one
+// thread): min(1, max_norm / (*total_norm + eps)), or 1 for a non-finite total, so
+// clipping needs no host sync. max_norm >= 0, eps >= 0. With a non-null `errors`
+// slot, a non-finite total is reported (DeviceErrorCode::clip_grad_nonfinite, value =
+// the total's bits as an f64, bound = tensor_count, extra = norm_type's f64 bits).
+void clip_coefficient(const float* total_norm, float max_norm, float eps, float* coef, void* stream,
+                      const DeviceErrorSlot& errors = {}, std::int64_t tensor_count = 0, double norm_type = 2.0);
 
 }  // namespace ciuic::kernels

@@ -35,6 +35,13 @@ struct FusedOptimTensors {
   void* const* state2 = nullptr;         // f32: AdamW exp_avg_sq; unused by SGD
   void* const* model_copies = nullptr;   // optional: copy_dtype (f16 or bf16) = rounded new params
   DType copy_dtype = DType::f16;
+  // AdamW, optional: one i64 device scalar per tensor, its step count before this
+  // update. When given, each tensor's bias corrections come from *steps[i] + 1,
+  // computed on the device (adamw_consts_at, the same bits as the host's), the
+  // `step` argument is ignored, and after the update every count is advanced by 1
+  // on the device unless found_inf is set: a skipped step leaves it as it was, so
+  // the host never needs to read found_inf to know the next step's count.
+  void* const* steps = nullptr;
 };
 
 // One AdamW step with step count `step` (>= 1, the count after this update: bias

@@ -95,6 +95,51 @@ struct AdamWConsts {
   float decay;         // 1 - lr * weight_decay
 };
 
+// Rounded f64 multiply, never fused with a neighbouring add (host and device alike).
+CIUIC_HD double dmul_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+// b^t for t >= 0 by binary powering with rounded multiplies: the same bits on the
+// host and the device (std::pow and CUDA's pow may differ in the last place), so
+// bias corrections computed on either side agree.
+CIUIC_HD double pow_steps(double b, std::int64_t t) {
+  double r = 1.0;
+  while (t > 0) {
+    if (t & 1) r = dmul_rn(r, b);
+    b = dmul_rn(b, b);
+    t >>= 1;
+  }
+  return r;
+}
+
+// The f32 constants for step t (>= 1), unchecked: the device computes them from a
+// step count it keeps itself (fused_adamw with device steps); adamw_consts checks
+// first. f64 division and sqrt are correctly rounded on both sides.
+CIUIC_HD AdamWConsts adamw_consts_at(const AdamWHyper& h, std::int64_t step) {
+  const double bc1 = 1.0 - pow_steps(h.beta1, step);
+  const double bc2 = 1.0 - pow_steps(h.beta2, step);
+  AdamWConsts c{};
+  c.beta1 = static_cast<float>(h.beta1);
+  c.beta2 = static_cast<float>(h.beta2);
+  c.one_minus_beta1 = static_cast<float>(1.0 - h.beta1);
+  c.one_minus_beta2 = static_cast<float>(1.0 - h.beta2);
+  c.eps = static_cast<float>(h.eps);
+  c.step_size = static_cast<float>(h.lr / bc1);
+#if defined(__CUDA_ARCH__)
+  const double root = ::sqrt(bc2);
+#else
+  const double root = std::sqrt(bc2);
+#endif
+  c.inv_sqrt_bc2 = static_cast<float>(1.0 / root);
+  c.decay = static_cast<float>(1.0 - dmul_rn(h.lr, h.weight_decay));
+  return c;
+}
+
 // Host-side: validates h and step and derives the f32 constants for step t.
 inline AdamWConsts adamw_consts(const AdamWHyper& h, std::int64_t step) {
   CIUIC_CHECK(step >= 1, ValueError, "adamw", "step is ", step, "; expected >= 1 (the count after this update)");
@@ -103,19 +148,7 @@ inline AdamWConsts adamw_consts(const AdamWHyper& h, std::int64_t step) {
   CIUIC_CHECK(h.beta2 >= 0.0 && h.beta2 < 1.0, ValueError, "adamw", "beta2 is ", h.beta2, "; expected in [0, 1)");
   CIUIC_CHECK(h.eps > 0.0, ValueError, "adamw", "eps is ", h.eps, "; expected > 0");
   CIUIC_CHECK(h.weight_decay >= 0.0, ValueError, "adamw", "weight_decay is ", h.weight_decay, "; expected >= 0");
-  const double t = static_cast<double>(step);
-  const double bc1 = 1.0 - std::pow(h.beta1, t);
-  const double bc2 = 1.0 - std::pow(h.beta2, t);
-  AdamWConsts c{};
-  c.beta1 = static_cast<float>(h.beta1);
-  c.beta2 = static_cast<float>(h.beta2);
-  c.one_minus_beta1 = static_cast<float>(1.0 - h.beta1);
-  c.one_minus_beta2 = static_cast<float>(1.0 - h.beta2);
-  c.eps = static_cast<float>(h.eps);
-  c.step_size = static_cast<float>(h.lr / bc1);
-  c.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
-  c.decay = static_cast<float>(1.0 - h.lr * h.weight_decay);
-  return c;
+  return adamw_consts_at(h, step);
 }
 
 // One element: p (f32 master weight), m, v (f32 moments) updated in place from the
@@ -191,6 +224,14 @@ CIUIC_HD void sgd_update(float& p, float& buf, float g, const SgdConsts& c, bool
 CIUIC_HD float clip_coefficient_value(float total_norm, float max_norm, float eps) {
   const float c = fdiv_rn(max_norm, fadd_rn(total_norm, eps));
   return c > 1.0f ? 1.0f : c;
+}
+
+// clip_grad_norm_'s factor: clip_coefficient_value for a finite total norm, 1 for
+// an infinite or nan one (such gradients are left as they are: the loss scaler
+// skips that step, or error_if_nonfinite raises). max_norm >= 0.
+CIUIC_HD float clip_grad_coefficient(float total_norm, float max_norm, float eps) {
+  if ((f32_bits(total_norm) & 0x7f800000u) == 0x7f800000u) return 1.0f;
+  return clip_coefficient_value(total_norm, max_norm, eps);
 }
 
 // Max of |values| that lets a NaN win (unlike fmaxf, which drops it).
