@@ -234,9 +234,11 @@ TEST_CASE("binary ops on CUDA broadcast and match the CPU, forward and backward"
                [](const std::vector<Tensor>& x) { return minimum(x[0], x[1]); });
     }
   }
-  SECTION("integer div on CUDA is a DTypeError naming the op") {
-    Tensor a = ones({3}, TensorOptions(DType::i64).device(kGpu));
-    CHECK_THROWS_WITH_ALL(div(a, a), DTypeError, "div", "i64", "CUDA");
+  SECTION("integer div on CUDA is true division in f32, as on the CPU") {
+    Tensor a = arange(5, TensorOptions(DType::i64)), b = full({5}, 2, DType::i64);
+    Tensor q = div(a.to(kGpu), b.to(kGpu));
+    CHECK(q.dtype() == DType::f32);
+    CHECK(equal(q.to(Device::cpu()), div(a, b)));
   }
 }
 

@@ -5,6 +5,8 @@
 
 #include "ciuic/autograd.h"
 #include "ciuic/checkpoint.h"
+#include "ciuic/nn/containers.h"
+#include "ciuic/nn/layers.h"
 #include "ciuic/nn/module.h"
 
 namespace ciuic {
@@ -38,7 +40,7 @@ std::string mib(std::size_t b) {
   return os.str();
 }
 
-Tensor run_block(const std::shared_ptr<nn::Module>& b, const Tensor& x) { return b->forward(x); }
+Tensor run_block(const std::shared_ptr<nn::Module>& b, const Tensor& x) { return (*b)(x); }  // with its hooks
 
 }  // namespace
 
@@ -62,13 +64,30 @@ std::string CheckpointPlan::str() const {
 }
 
 CheckpointedSequence::CheckpointedSequence(std::vector<std::shared_ptr<nn::Module>> blocks, CheckpointPolicy policy)
-    : blocks_(std::move(blocks)), policy_(policy) {
+    : Module("CheckpointedSequence"), blocks_(std::move(blocks)), policy_(policy) {
   CIUIC_CHECK(policy_.kind != CheckpointKind::every_kth || policy_.k >= 1, ValueError, "CheckpointedSequence",
               "k = ", policy_.k, "; expected k >= 1");
-  for (std::size_t i = 0; i < blocks_.size(); ++i)
+  for (std::size_t i = 0; i < blocks_.size(); ++i) {
     CIUIC_CHECK(blocks_[i] != nullptr, ValueError, "CheckpointedSequence", "block ", i, " is null");
+    register_module(std::to_string(i), blocks_[i]);  // the same names as in a Sequential / ModuleList
+  }
   plan_.checkpointed.assign(blocks_.size(), policy_.kind != CheckpointKind::none);
 }
+
+namespace {
+template <typename C>
+std::vector<std::shared_ptr<nn::Module>> blocks_of(const std::shared_ptr<C>& c) {
+  CIUIC_CHECK(c != nullptr, ValueError, "CheckpointedSequence", "null container; expected a Sequential or ModuleList");
+  std::vector<std::shared_ptr<nn::Module>> out;
+  for (std::size_t i = 0; i < c->size(); ++i) out.push_back((*c)[i]);
+  return out;
+}
+}  // namespace
+
+CheckpointedSequence::CheckpointedSequence(const std::shared_ptr<nn::Sequential>& blocks, CheckpointPolicy policy)
+    : CheckpointedSequence(blocks_of(blocks), policy) {}
+CheckpointedSequence::CheckpointedSequence(const std::shared_ptr<nn::ModuleList>& blocks, CheckpointPolicy policy)
+    : CheckpointedSequence(blocks_of(blocks), policy) {}
 
 CheckpointPlan CheckpointedSequence::make_plan(const Tensor& x, std::size_t budget) {
   CheckpointPlan p;

@@ -26,14 +26,16 @@
 // Under the guard, matmul, linear, conv2d and scaled_dot_product_attention cast
 // their f32 (and other-half) floating inputs to the autocast dtype with
 // Tensor::to (recorded on the tape, so gradients reach f32 parameters in f32) and
-// compute in it with f32 accumulation. Everything else runs in its inputs'
-// dtype: softmax, log_softmax, layer_norm, rms_norm, sum and mean compute f16/bf16
-// inputs in f32 internally, and cross_entropy returns an f32 loss for f16/bf16
-// logits. Binary elementwise ops promote mixed floating dtypes to the wider one
-// under the guard (an autocast output joins an f32 residual stream as f32); a
-// LayerNorm with f32 weights on an autocast output still needs an explicit .to().
-// f64 and integer inputs are never cast down. Casts are not cached:
-// a weight used twice is cast twice. Call backward() outside the guard.
+// compute in it with f32 accumulation. layer_norm, rms_norm, softmax,
+// log_softmax, cross_entropy, mse_loss and batch_norm run in f32: their f16/bf16
+// inputs are cast up (f32 weights with f16 activations are fine), so a post-LN
+// model runs under the guard as it is. Other ops run in their inputs' dtype.
+// Binary elementwise ops promote mixed floating dtypes to the wider one under the
+// guard (an autocast output joins an f32 residual stream as f32). f64 and integer
+// inputs are never cast down. Each guard caches its casts of leaf tensors that
+// require grad (parameters): a weight used by several ops in one forward is cast
+// once (a changed version invalidates the entry); the cache is dropped when the
+// guard ends. Call backward() outside the guard.
 // Checkpoint segments recompute under the autocast state of their forward.
 #pragma once
 
@@ -85,6 +87,12 @@ std::optional<std::vector<Tensor>> autocast_args(std::initializer_list<const Ten
 // an f32 residual stream. Outside autocast (and for equal dtypes) returns nullopt:
 // mixing dtypes there stays a DTypeError.
 std::optional<std::pair<Tensor, Tensor>> autocast_promote(const Tensor& a, const Tensor& b);
+
+// For the ops that autocast runs in f32 (PyTorch's float32 list: layer_norm,
+// rms_norm, softmax, log_softmax, cross_entropy, mse_loss, batch_norm): when
+// autocast is on and some defined input is f16 or bf16, returns every input with
+// the f16/bf16 ones cast to f32 (others unchanged); nullopt otherwise.
+std::optional<std::vector<Tensor>> autocast_f32(std::initializer_list<const Tensor*> inputs);
 
 // ---------------------------------------------------------------- loss scaling
 struct LossScalerOptions {

@@ -26,13 +26,15 @@
 #include <string>
 #include <vector>
 
+#include "ciuic/nn/module.h"
 #include "ciuic/tensor.h"
 
 namespace ciuic {
 
 namespace nn {
-class Module;
-}
+class Sequential;
+class ModuleList;
+}  // namespace nn
 
 using SegmentFn = std::function<std::vector<Tensor>(const std::vector<Tensor>&)>;
 
@@ -98,10 +100,17 @@ struct CheckpointPlan {
 
 // Runs x through blocks under a policy. For the budget policy the first forward
 // measures each block once on its input and plans; later calls reuse the plan.
-class CheckpointedSequence {
+// A Module: the blocks are its children "0", "1", ... (as in the Sequential or
+// ModuleList it was built from), so parameters(), state_dict(), to() and train()
+// reach them and a checkpointed model is a drop-in replacement for the plain one.
+class CheckpointedSequence : public nn::Module {
  public:
   CheckpointedSequence(std::vector<std::shared_ptr<nn::Module>> blocks, CheckpointPolicy policy);
-  Tensor forward(const Tensor& x);
+  CheckpointedSequence(const std::shared_ptr<nn::Sequential>& blocks, CheckpointPolicy policy);
+  CheckpointedSequence(const std::shared_ptr<nn::ModuleList>& blocks, CheckpointPolicy policy);
+  Tensor forward(const Tensor& x) override;
+  std::size_t size() const { return blocks_.size(); }
+  const CheckpointPolicy& policy() const { return policy_; }
   const CheckpointPlan& plan() const { return plan_; }
   // Measures blocks on x and chooses the segments for budget_bytes; throws ValueError
   // naming the smallest budget that would fit when none does.

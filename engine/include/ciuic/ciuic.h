@@ -13,6 +13,7 @@
 #include "ciuic/backend_flags.h"
 #include "ciuic/tensor.h"
 #include "ciuic/gradcheck.h"
+#include "ciuic/function.h"
 #include "ciuic/nn.h"
 #include "ciuic/optim.h"
 #include "ciuic/io.h"

@@ -1,7 +1,9 @@
 // Neural-network building blocks: Module (nn/module.h), the standard layers
-// (nn/layers.h) and initialisers (nn/init.h).
+// (nn/layers.h), containers (nn/containers.h: ModuleList, ModuleDict) and
+// initialisers (nn/init.h).
 #pragma once
 
+#include "ciuic/nn/containers.h"
 #include "ciuic/nn/init.h"
 #include "ciuic/nn/layers.h"
 #include "ciuic/nn/module.h"

@@ -10,31 +10,61 @@
 #pragma once
 
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include "ciuic/indexing.h"
+#include "ciuic/scalar.h"
 #include "ciuic/tensor.h"
 
 namespace ciuic {
+
+// ---- type promotion (PyTorch's rules) ----
+// Binary ops, comparisons and scalar ops first convert their operands to one
+// result dtype. Categories: bool < integral (u8 < i32 < i64) < floating.
+//  - tensor with tensor: the higher category wins (i64 + f32 -> f32, bool + i32 ->
+//    i32); within the integral category the wider one (i32 + i64 -> i64); a 0-dim
+//    tensor only decides when its category is higher than the dimensioned operand's
+//    (f16[4] * f32[] -> f16, i64[4] * f32[] -> f32).
+//  - tensor with a Scalar (scalar.h): a floating scalar on an integral or bool tensor
+//    gives the default float dtype f32 (arange(4) * 2.5 -> f32 [0, 2.5, 5, 7.5]);
+//    an integral scalar on a bool tensor gives i64; otherwise the tensor's dtype.
+//  - div and `/` are true division: integral or bool operands give f32
+//    (arange(4) / 2 -> [0, 0.5, 1, 1.5]); floor_divide is the integer division.
+//  - sum of bool, u8 or i32 gives i64 (sum(a == b) counts); mean needs a floating
+//    dtype, as in PyTorch. Accuracy: mean((argmax(logits, -1) == y).to(DType::f32)).
+// Where ciuic deliberately differs: two different floating dtypes (f16 + f32,
+// f32 + f64, f16 + bf16) stay a DTypeError outside autocast (a silent upcast hides
+// a forgotten .to(); under amp::AutocastGuard they promote to the wider one).
+// Comparisons compare mixed floating dtypes in the wider one. Gradients flow back
+// through the casts in the operands' own dtypes.
 
 // ---- elementwise: binary (broadcasting) ----
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
-Tensor div(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);   // true division (floating result)
 Tensor pow(const Tensor& a, const Tensor& b);   // a > 0 where b is not an integer
 Tensor maximum(const Tensor& a, const Tensor& b);
 Tensor minimum(const Tensor& a, const Tensor& b);
-// with a scalar
-Tensor add(const Tensor& a, double s);
-Tensor sub(const Tensor& a, double s);
-Tensor rsub(const Tensor& a, double s);         // s - a
-Tensor mul(const Tensor& a, double s);
-Tensor div(const Tensor& a, double s);
-Tensor rdiv(const Tensor& a, double s);         // s / a
-Tensor pow(const Tensor& a, double exponent);
+// floor(a / b); integers: rounds toward -inf as Python's //, division by zero is a
+// ValueError, INT_MIN // -1 wraps. No gradient (piecewise constant). CPU only.
+Tensor floor_divide(const Tensor& a, const Tensor& b);
+Tensor floor_divide(const Tensor& a, Scalar s);
+// with a scalar (the scalar is a constant: no gradient)
+Tensor add(const Tensor& a, Scalar s);
+Tensor sub(const Tensor& a, Scalar s);
+Tensor rsub(const Tensor& a, Scalar s);         // s - a
+Tensor mul(const Tensor& a, Scalar s);
+Tensor div(const Tensor& a, Scalar s);
+Tensor rdiv(const Tensor& a, Scalar s);         // s / a
+// integral a: a floating exponent gives f32; an integral one keeps a's dtype.
+Tensor pow(const Tensor& a, Scalar exponent);
 
 // ---- elementwise: unary ----
+// GELU: exact (erf) by default, as PyTorch's F.gelu and nn::GELU; the tanh
+// approximation (GPT-2) by name: gelu(x, GeluApprox::tanh) or gelu(x, "tanh").
 enum class GeluApprox { none, tanh };
 Tensor neg(const Tensor& a);
 Tensor exp(const Tensor& a);
@@ -44,31 +74,83 @@ Tensor rsqrt(const Tensor& a);
 Tensor tanh(const Tensor& a);
 Tensor sigmoid(const Tensor& a);
 Tensor relu(const Tensor& a);
-Tensor gelu(const Tensor& a, GeluApprox approx = GeluApprox::tanh);
+Tensor gelu(const Tensor& a, GeluApprox approx = GeluApprox::none);
+Tensor gelu(const Tensor& a, const std::string& approximate);  // "none" or "tanh"; ValueError otherwise
 Tensor silu(const Tensor& a);
 Tensor abs(const Tensor& a);
 Tensor clamp(const Tensor& a, std::optional<double> lo, std::optional<double> hi);
 // cond: bool (or u8) tensor; a and b broadcast with it.
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 Tensor masked_fill(const Tensor& a, const Tensor& mask, double value);
-// Comparisons give bool tensors (no gradient).
+
+// ---- comparisons and logical ops: bool tensors, no gradient ----
+// Operands promote as above; nan compares unequal to everything (ne gives true).
 Tensor eq(const Tensor& a, const Tensor& b);
-Tensor gt(const Tensor& a, double s);
-Tensor lt(const Tensor& a, double s);
+Tensor ne(const Tensor& a, const Tensor& b);
+Tensor lt(const Tensor& a, const Tensor& b);
+Tensor le(const Tensor& a, const Tensor& b);
+Tensor gt(const Tensor& a, const Tensor& b);
+Tensor ge(const Tensor& a, const Tensor& b);
+Tensor eq(const Tensor& a, Scalar s);
+Tensor ne(const Tensor& a, Scalar s);
+Tensor lt(const Tensor& a, Scalar s);
+Tensor le(const Tensor& a, Scalar s);
+Tensor gt(const Tensor& a, Scalar s);
+Tensor ge(const Tensor& a, Scalar s);
+// Any dtype; nonzero is true.
+Tensor logical_and(const Tensor& a, const Tensor& b);
+Tensor logical_or(const Tensor& a, const Tensor& b);
+Tensor logical_xor(const Tensor& a, const Tensor& b);
+Tensor logical_not(const Tensor& a);
+// True when a and b have the same shape and equal values (dtypes promote; nan != nan).
+bool equal(const Tensor& a, const Tensor& b);
+// True when the shapes broadcast and |a - b| <= atol + rtol |b| everywhere
+// (nan equals nan only with equal_nan), as torch.allclose.
+bool allclose(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol = 1e-8, bool equal_nan = false);
 
 Tensor operator+(const Tensor& a, const Tensor& b);
 Tensor operator-(const Tensor& a, const Tensor& b);
 Tensor operator*(const Tensor& a, const Tensor& b);
 Tensor operator/(const Tensor& a, const Tensor& b);
 Tensor operator-(const Tensor& a);
-Tensor operator+(const Tensor& a, double s);
-Tensor operator-(const Tensor& a, double s);
-Tensor operator*(const Tensor& a, double s);
-Tensor operator/(const Tensor& a, double s);
-Tensor operator+(double s, const Tensor& a);
-Tensor operator-(double s, const Tensor& a);
-Tensor operator*(double s, const Tensor& a);
-Tensor operator/(double s, const Tensor& a);
+Tensor operator+(const Tensor& a, Scalar s);
+Tensor operator-(const Tensor& a, Scalar s);
+Tensor operator*(const Tensor& a, Scalar s);
+Tensor operator/(const Tensor& a, Scalar s);
+Tensor operator+(Scalar s, const Tensor& a);
+Tensor operator-(Scalar s, const Tensor& a);
+Tensor operator*(Scalar s, const Tensor& a);
+Tensor operator/(Scalar s, const Tensor& a);
+// Comparisons give bool tensors (Tensor::same() tells whether two handles are one tensor).
+Tensor operator==(const Tensor& a, const Tensor& b);
+Tensor operator!=(const Tensor& a, const Tensor& b);
+Tensor operator<(const Tensor& a, const Tensor& b);
+Tensor operator<=(const Tensor& a, const Tensor& b);
+Tensor operator>(const Tensor& a, const Tensor& b);
+Tensor operator>=(const Tensor& a, const Tensor& b);
+Tensor operator==(const Tensor& a, Scalar s);
+Tensor operator!=(const Tensor& a, Scalar s);
+Tensor operator<(const Tensor& a, Scalar s);
+Tensor operator<=(const Tensor& a, Scalar s);
+Tensor operator>(const Tensor& a, Scalar s);
+Tensor operator>=(const Tensor& a, Scalar s);
+Tensor operator!(const Tensor& a);  // logical_not
+
+// ---- in-place arithmetic (also Tensor::add_ etc., tensor.h) ----
+// a op= b computes in a's dtype (b promotes to it; a result of a higher category
+// than a's is a DTypeError, as int_tensor += 0.5 is in PyTorch) and writes into a's
+// storage, bumping its version so a saved copy of a fails at backward. Under grad
+// mode, a leaf that requires grad is an AutogradError (use NoGradGuard, as
+// optimizers do); a non-leaf becomes the output of the op (its earlier value is
+// kept for the gradient). Other views of the same storage keep their old history.
+Tensor& operator+=(Tensor& a, const Tensor& b);
+Tensor& operator-=(Tensor& a, const Tensor& b);
+Tensor& operator*=(Tensor& a, const Tensor& b);
+Tensor& operator/=(Tensor& a, const Tensor& b);
+Tensor& operator+=(Tensor& a, Scalar s);
+Tensor& operator-=(Tensor& a, Scalar s);
+Tensor& operator*=(Tensor& a, Scalar s);
+Tensor& operator/=(Tensor& a, Scalar s);
 
 // The shape a and b broadcast to; ShapeError naming op otherwise.
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
@@ -116,6 +198,35 @@ Tensor stack(const std::vector<Tensor>& tensors, std::int64_t dim = 0);
 std::vector<Tensor> split(const Tensor& a, std::int64_t split_size, std::int64_t dim = 0);
 std::vector<Tensor> chunk(const Tensor& a, std::int64_t chunks, std::int64_t dim = 0);
 Tensor index_select(const Tensor& a, std::int64_t dim, const Tensor& index);
+
+// ---- gather / scatter / masks (Tensor::index and index_put_ in indexing.h) ----
+// index: i64 or i32 with a's dim count and sizes <= a's outside dim (any inside).
+// out (index's shape)[..., i, ...] = a[..., index[..., i, ...], ...] along dim.
+// Backward scatter-adds. CPU only (NotImplementedError for CUDA tensors).
+Tensor gather(const Tensor& a, std::int64_t dim, const Tensor& index);
+// self + src scattered along dim: out[..., index[p], ...] += src[p] for every
+// position p of index (src sizes >= index's). Differentiable in self and src. CPU only.
+Tensor scatter_add(const Tensor& self, std::int64_t dim, const Tensor& index, const Tensor& src);
+// The elements of a where mask (bool, broadcast to a's shape) is true, row-major, 1-D.
+// Backward puts the gradient back at the mask's positions. CPU only.
+Tensor masked_select(const Tensor& a, const Tensor& mask);
+
+// ---- sorting and sampling (CPU only: NotImplementedError naming the op for CUDA tensors) ----
+// values and i64 indices along dim; nan sorts as the largest value; stable.
+// The values are differentiable (the gradient goes back to the picked positions).
+std::pair<Tensor, Tensor> sort(const Tensor& a, std::int64_t dim = -1, bool descending = false);
+Tensor argsort(const Tensor& a, std::int64_t dim = -1, bool descending = false);
+// The k largest (or smallest) along dim, in sorted order: values and i64 indices.
+std::pair<Tensor, Tensor> topk(const Tensor& a, std::int64_t k, std::int64_t dim = -1, bool largest = true);
+// Uniform integers in [low, high) (any integral or floating dtype; i64 by default),
+// from the counter-based generator like rand (so on CPU and CUDA alike).
+Tensor randint(std::int64_t low, std::int64_t high, const Shape& shape, TensorOptions opts = DType::i64,
+               Generator* gen = nullptr);
+// probs (C) or (N, C): non-negative weights, not necessarily normalised -> i64
+// (num_samples) or (N, num_samples) category indices. Without replacement no
+// category is drawn twice (num_samples <= the nonzero weights per row).
+Tensor multinomial(const Tensor& probs, std::int64_t num_samples, bool replacement = false,
+                   Generator* gen = nullptr);
 
 // ---- convolution and pooling (NCHW) ----
 struct Conv2dOptions {

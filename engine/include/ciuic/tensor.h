@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include "ciuic/device.h"
 #include "ciuic/dtype.h"
 #include "ciuic/random.h"
+#include "ciuic/scalar.h"
 #include "ciuic/storage.h"
 
 namespace ciuic {
@@ -25,6 +27,7 @@ std::int64_t shape_numel(const Shape& s);
 Shape contiguous_strides(const Shape& s);
 
 struct AutogradMeta;  // autograd.h
+class TensorIndex;   // indexing.h
 
 struct TensorImpl {
   Storage storage;
@@ -112,6 +115,25 @@ class Tensor {
   Tensor& copy_(const Tensor& src);            // broadcasts src, converts dtype, crosses devices
   Tensor& fill_(double v);
   Tensor& zero_() { return fill_(0.0); }
+
+  // ---- in-place arithmetic (ops.h describes the rules: promotion into this dtype,
+  // version bump, AutogradError on a leaf that requires grad under grad mode) ----
+  Tensor& add_(const Tensor& other);
+  Tensor& add_(Scalar s);
+  Tensor& sub_(const Tensor& other);
+  Tensor& sub_(Scalar s);
+  Tensor& mul_(const Tensor& other);
+  Tensor& mul_(Scalar s);
+  Tensor& div_(const Tensor& other);
+  Tensor& div_(Scalar s);
+  Tensor& clamp_(std::optional<double> lo, std::optional<double> hi);
+
+  // ---- PyTorch-style indexing (indexing.h: Slice, None, Ellipsis, integers, tensors) ----
+  Tensor index(std::initializer_list<TensorIndex> indices) const;
+  Tensor& index_put_(std::initializer_list<TensorIndex> indices, const Tensor& value);
+  Tensor& index_put_(std::initializer_list<TensorIndex> indices, Scalar value);
+  // In place: self[..., index[p], ...] += src[p] along dim (ops.h: scatter_add).
+  Tensor& scatter_add_(std::int64_t dim, const Tensor& index, const Tensor& src);
 
   double item() const;                         // one element, as double
   template <typename T> T item() const { return convert<T>(item()); }

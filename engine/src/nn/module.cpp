@@ -1,6 +1,8 @@
 // nn::Module: registration, traversal, mode, conversion, state dicts, printing.
 #include "ciuic/nn/module.h"
 
+#include <algorithm>
+#include <atomic>
 #include <sstream>
 
 #include "ciuic/autograd.h"
@@ -78,12 +80,61 @@ Tensor Module::register_parameter(const std::string& name, Tensor t, bool requir
   return t;
 }
 
-Tensor Module::register_buffer(const std::string& name, Tensor t) {
+Tensor Module::register_buffer(const std::string& name, Tensor t, bool persistent) {
   const char* op = "register_buffer";
   check_new_name(op, name);
   CIUIC_CHECK(t.defined(), ValueError, op, "buffer \"", name, "\" is an undefined tensor; expected a tensor");
   buffers_.insert(name, t);
+  if (!persistent) non_persistent_.push_back(name);
   return t;
+}
+
+// ---------------------------------------------------------------- hooks
+Tensor Module::operator()(const Tensor& x) {
+  if (pre_hooks_.empty() && post_hooks_.empty()) return forward(x);
+  Tensor in = x;
+  // Copies: a hook may register or remove hooks.
+  auto pre = pre_hooks_;
+  for (auto& [id, h] : pre)
+    if (std::optional<Tensor> r = h(*this, in)) in = *r;
+  Tensor out = forward(in);
+  auto post = post_hooks_;
+  for (auto& [id, h] : post)
+    if (std::optional<Tensor> r = h(*this, in, out)) out = *r;
+  return out;
+}
+
+namespace {
+std::size_t next_hook_handle() {
+  static std::atomic<std::size_t> next{1};
+  return next++;
+}
+}  // namespace
+
+std::size_t Module::register_forward_pre_hook(ForwardPreHook hook) {
+  CIUIC_CHECK(hook != nullptr, ValueError, "register_forward_pre_hook", "empty hook for ", type_name_,
+              "; expected a callable");
+  std::size_t id = next_hook_handle();
+  pre_hooks_.emplace_back(id, std::move(hook));
+  return id;
+}
+
+std::size_t Module::register_forward_hook(ForwardHook hook) {
+  CIUIC_CHECK(hook != nullptr, ValueError, "register_forward_hook", "empty hook for ", type_name_,
+              "; expected a callable");
+  std::size_t id = next_hook_handle();
+  post_hooks_.emplace_back(id, std::move(hook));
+  return id;
+}
+
+bool Module::remove_hook(std::size_t handle) {
+  auto drop = [handle](auto& v) {
+    auto it = std::find_if(v.begin(), v.end(), [handle](const auto& p) { return p.first == handle; });
+    if (it == v.end()) return false;
+    v.erase(it);
+    return true;
+  };
+  return drop(pre_hooks_) || drop(post_hooks_);
 }
 
 void Module::add_child(const std::string& name, std::shared_ptr<Module> module) {
@@ -194,7 +245,9 @@ void Module::zero_grad(bool set_to_none) {
 // ---------------------------------------------------------------- state dicts
 void Module::collect_state(const std::string& prefix, StateDict& out) const {
   for (const auto& [name, p] : params_) out.insert(join(prefix, name), p.detach());
-  for (const auto& [name, b] : buffers_) out.insert(join(prefix, name), b.detach());
+  for (const auto& [name, b] : buffers_)
+    if (std::find(non_persistent_.begin(), non_persistent_.end(), name) == non_persistent_.end())
+      out.insert(join(prefix, name), b.detach());
   for (const auto& [name, child] : children_) child->collect_state(join(prefix, name), out);
 }
 

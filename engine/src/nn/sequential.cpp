@@ -15,7 +15,7 @@ const std::shared_ptr<Module>& Sequential::operator[](std::size_t i) const {
 
 Tensor Sequential::forward(const Tensor& x) {
   Tensor y = x;
-  for (const auto& m : modules_) y = m->forward(y);
+  for (const auto& m : modules_) y = (*m)(y);  // with each module's hooks
   return y;
 }
 

@@ -19,6 +19,7 @@
 
 #include "acc_data.h"
 #include "cnn_cuda.h"
+#include "ciuic/amp.h"
 #include "op_util.h"
 #include "ciuic/checkpoint.h"
 
@@ -222,6 +223,9 @@ Tensor batch_norm_cuda_op(const Tensor& x, const Tensor& running_mean, const Ten
 
 Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
                   const Tensor& bias, bool training, double momentum, double eps) {
+  // Under autocast: f32 (running statistics are updated in place, so they are never cast).
+  if (auto c = amp::autocast_f32({&x, &weight, &bias}))
+    return batch_norm((*c)[0], running_mean, running_var, (*c)[1], (*c)[2], training, momentum, eps);
   check_args(x, running_mean, running_var, weight, bias, training, momentum, eps);
   if (x.device().is_cuda()) return batch_norm_cuda_op(x, running_mean, running_var, weight, bias, training, momentum, eps);
   Layout L{x.size(0), x.size(1), 1};

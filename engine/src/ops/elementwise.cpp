@@ -3,6 +3,7 @@
 // tape. Backward formulas are in terms of other ops or maps with their own CUDA
 // kernel, so they run on any device the forward ops support.
 #include <cmath>
+#include <string>
 
 #include "ciuic/amp.h"
 #include "op_util.h"
@@ -56,18 +57,21 @@ bool wants(const Tensor& t) { return t.requires_grad(); }
 
 // ---- binary ----
 Tensor add(const Tensor& a, const Tensor& b) {
+  if (auto c = ops::promote(a, b)) return add(c->first, c->second);
   if (auto c = amp::autocast_promote(a, b)) return add(c->first, c->second);
   Tensor out = binary_map("add", a, b, [](auto x, auto y) { return x + y; }, cuda_op(BinaryOp::add));
   return record_binary("add", a, b, out, [](const Tensor& g) { return std::pair{g, g}; });
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
+  if (auto c = ops::promote(a, b)) return sub(c->first, c->second);
   if (auto c = amp::autocast_promote(a, b)) return sub(c->first, c->second);
   Tensor out = binary_map("sub", a, b, [](auto x, auto y) { return x - y; }, cuda_op(BinaryOp::sub));
   return record_binary("sub", a, b, out, [](const Tensor& g) { return std::pair{g, neg(g)}; });
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
+  if (auto c = ops::promote(a, b)) return mul(c->first, c->second);
   if (auto c = amp::autocast_promote(a, b)) return mul(c->first, c->second);
   Tensor out = binary_map("mul", a, b, [](auto x, auto y) { return x * y; }, cuda_op(BinaryOp::mul));
   if (!needs_grad({&a, &b})) return out;
@@ -78,6 +82,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
+  if (auto c = ops::promote(a, b, /*floating_only=*/true)) return div(c->first, c->second);
   if (auto c = amp::autocast_promote(a, b)) return div(c->first, c->second);
   Tensor out = binary_map("div", a, b, [](auto x, auto y) { return x / y; }, cuda_op(BinaryOp::div));
   if (!needs_grad({&a, &b})) return out;
@@ -91,6 +96,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
 }
 
 Tensor pow(const Tensor& a, const Tensor& b) {
+  if (auto c = ops::promote(a, b)) return pow(c->first, c->second);
   if (auto c = amp::autocast_promote(a, b)) return pow(c->first, c->second);
   Tensor out = binary_map<true>("pow", a, b, [](auto x, auto y) { return std::pow(x, y); }, cuda_op(BinaryOp::pow));
   if (!needs_grad({&a, &b})) return out;
@@ -105,6 +111,7 @@ Tensor pow(const Tensor& a, const Tensor& b) {
 
 // d max(a, b): to a where a >= b (ties go to a), else to b.
 Tensor maximum(const Tensor& a, const Tensor& b) {
+  if (auto c = ops::promote(a, b)) return maximum(c->first, c->second);
   if (auto c = amp::autocast_promote(a, b)) return maximum(c->first, c->second);
   Tensor out =
       binary_map("maximum", a, b, [](auto x, auto y) { return x >= y ? x : y; }, cuda_op(BinaryOp::maximum));
@@ -118,6 +125,7 @@ Tensor maximum(const Tensor& a, const Tensor& b) {
 }
 
 Tensor minimum(const Tensor& a, const Tensor& b) {
+  if (auto c = ops::promote(a, b)) return minimum(c->first, c->second);
   if (auto c = amp::autocast_promote(a, b)) return minimum(c->first, c->second);
   Tensor out =
       binary_map("minimum", a, b, [](auto x, auto y) { return x <= y ? x : y; }, cuda_op(BinaryOp::minimum));
@@ -130,15 +138,21 @@ Tensor minimum(const Tensor& a, const Tensor& b) {
   });
 }
 
-// ---- with a scalar (the scalar is a constant: no gradient) ----
-Tensor add(const Tensor& a, double s) { return add(a, ops::scalar_like(a, s)); }
-Tensor sub(const Tensor& a, double s) { return sub(a, ops::scalar_like(a, s)); }
-Tensor rsub(const Tensor& a, double s) { return sub(ops::scalar_like(a, s), a); }
-Tensor mul(const Tensor& a, double s) { return mul(a, ops::scalar_like(a, s)); }
-Tensor div(const Tensor& a, double s) { return div(a, ops::scalar_like(a, s)); }
-Tensor rdiv(const Tensor& a, double s) { return div(ops::scalar_like(a, s), a); }
+// ---- with a scalar (the scalar is a constant: no gradient; wrap_scalar gives its dtype) ----
+Tensor add(const Tensor& a, Scalar s) { return add(a, ops::wrap_scalar(a, s)); }
+Tensor sub(const Tensor& a, Scalar s) { return sub(a, ops::wrap_scalar(a, s)); }
+Tensor rsub(const Tensor& a, Scalar s) { return sub(ops::wrap_scalar(a, s), a); }
+Tensor mul(const Tensor& a, Scalar s) { return mul(a, ops::wrap_scalar(a, s)); }
+Tensor div(const Tensor& a, Scalar s) { return div(a, ops::wrap_scalar(a, s)); }
+Tensor rdiv(const Tensor& a, Scalar s) { return div(ops::wrap_scalar(a, s), a); }
 
-Tensor pow(const Tensor& a, double e) {
+Tensor pow(const Tensor& a, Scalar exponent) {
+  ops::check_defined("pow", {{"input", &a}});
+  if (!is_floating(a.dtype())) {  // integral ** integral stays integral (exact in f64 below 2^53)
+    if (exponent.is_floating()) return pow(a.to(DType::f32), exponent);
+    return pow(a.to(DType::f64), exponent).to(a.dtype());
+  }
+  const double e = exponent.value;
   Tensor out = unary_map("pow", a, [e](auto x) { return std::pow(x, static_cast<decltype(x)>(e)); },
                          {UnaryOp::pow_scalar, {e}});
   if (!needs_grad({&a})) return out;
@@ -247,6 +261,12 @@ Tensor gelu(const Tensor& a, GeluApprox approx) {
   });
 }
 
+Tensor gelu(const Tensor& a, const std::string& approximate) {
+  CIUIC_CHECK(approximate == "none" || approximate == "tanh", ValueError, "gelu", "approximate=\"", approximate,
+              "\" for ", describe(a), "; expected \"none\" (exact erf) or \"tanh\"");
+  return gelu(a, approximate == "tanh" ? GeluApprox::tanh : GeluApprox::none);
+}
+
 Tensor silu(const Tensor& a) {
   Tensor out = unary_map("silu", a, [](auto x) { return x / (decltype(x)(1) + std::exp(-x)); }, {UnaryOp::silu});
   if (!needs_grad({&a})) return out;
@@ -343,31 +363,19 @@ Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
   });
 }
 
-Tensor eq(const Tensor& a, const Tensor& b) {
-  return binary_map("eq", a, b, [](auto x, auto y) { return x == y; }, cuda_op(CompareOp::eq), true);
-}
-Tensor gt(const Tensor& a, double s) {
-  return binary_map(
-      "gt", a, ops::scalar_like(a, s), [](auto x, auto y) { return x > y; }, cuda_op(CompareOp::gt), true);
-}
-Tensor lt(const Tensor& a, double s) {
-  return binary_map(
-      "lt", a, ops::scalar_like(a, s), [](auto x, auto y) { return x < y; }, cuda_op(CompareOp::lt), true);
-}
-
 // ---- operators ----
 Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
 Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
 Tensor operator-(const Tensor& a) { return neg(a); }
-Tensor operator+(const Tensor& a, double s) { return add(a, s); }
-Tensor operator-(const Tensor& a, double s) { return sub(a, s); }
-Tensor operator*(const Tensor& a, double s) { return mul(a, s); }
-Tensor operator/(const Tensor& a, double s) { return div(a, s); }
-Tensor operator+(double s, const Tensor& a) { return add(a, s); }
-Tensor operator-(double s, const Tensor& a) { return rsub(a, s); }
-Tensor operator*(double s, const Tensor& a) { return mul(a, s); }
-Tensor operator/(double s, const Tensor& a) { return rdiv(a, s); }
+Tensor operator+(const Tensor& a, Scalar s) { return add(a, s); }
+Tensor operator-(const Tensor& a, Scalar s) { return sub(a, s); }
+Tensor operator*(const Tensor& a, Scalar s) { return mul(a, s); }
+Tensor operator/(const Tensor& a, Scalar s) { return div(a, s); }
+Tensor operator+(Scalar s, const Tensor& a) { return add(a, s); }
+Tensor operator-(Scalar s, const Tensor& a) { return rsub(a, s); }
+Tensor operator*(Scalar s, const Tensor& a) { return mul(a, s); }
+Tensor operator/(Scalar s, const Tensor& a) { return rdiv(a, s); }
 
 }  // namespace ciuic

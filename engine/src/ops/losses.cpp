@@ -28,6 +28,7 @@
 
 #include "acc_data.h"
 #include "ciuic/host_sync.h"
+#include "ciuic/amp.h"
 #include "op_util.h"
 
 #ifdef CIUIC_WITH_CUDA
@@ -189,6 +190,7 @@ Tensor mse_loss_cuda(const Tensor& input, const Tensor& target) {
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index) {
   const char* op = "cross_entropy";
+  if (auto c = amp::autocast_f32({&logits})) return cross_entropy((*c)[0], targets, ignore_index);
   ops::check_defined(op, {{"logits", &logits}, {"targets", &targets}});
   ops::check_same_device(op, {{"logits", &logits}, {"targets", &targets}});
   ops::check_floating(op, "logits", logits);
@@ -245,6 +247,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
 
 Tensor mse_loss(const Tensor& input, const Tensor& target) {
   const char* op = "mse_loss";
+  if (auto c = amp::autocast_f32({&input, &target})) return mse_loss((*c)[0], (*c)[1]);
   ops::check_defined(op, {{"input", &input}, {"target", &target}});
   ops::check_same_device(op, {{"input", &input}, {"target", &target}});
   ops::check_same_dtype(op, {{"input", &input}, {"target", &target}});

@@ -17,6 +17,7 @@
 #include <optional>
 
 #include "acc_data.h"
+#include "ciuic/amp.h"
 #include "op_util.h"
 
 #ifdef CIUIC_WITH_CUDA
@@ -267,10 +268,12 @@ Tensor norm_op(const char* op, bool centered, const Tensor& x, const Shape& norm
 
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
                   double eps) {
+  if (auto c = amp::autocast_f32({&x, &weight, &bias})) return layer_norm((*c)[0], normalized_shape, (*c)[1], (*c)[2], eps);
   return norm_op("layer_norm", true, x, normalized_shape, weight, bias, eps);
 }
 
 Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, double eps) {
+  if (auto c = amp::autocast_f32({&x, &weight})) return rms_norm((*c)[0], normalized_shape, (*c)[1], eps);
   return norm_op("rms_norm", false, x, normalized_shape, weight, Tensor(), eps);
 }
 

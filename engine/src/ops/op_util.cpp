@@ -124,6 +124,45 @@ void require_cpu(const char* op, std::initializer_list<const Tensor*> ts) {
 
 Tensor scalar_like(const Tensor& t, double v) { return full({}, v, TensorOptions(t.dtype()).device(t.device())); }
 
+int dtype_category(DType t) { return t == DType::boolean ? 0 : is_floating(t) ? 2 : 1; }
+
+std::optional<DType> promote_types(DType x, DType y) {
+  if (x == y) return x;
+  const int cx = dtype_category(x), cy = dtype_category(y);
+  if (cx != cy) return cx > cy ? x : y;
+  if (cx == 2) return std::nullopt;
+  auto rank = [](DType t) { return t == DType::u8 ? 0 : t == DType::i32 ? 1 : 2; };  // integral only
+  return rank(x) >= rank(y) ? x : y;
+}
+
+std::optional<DType> result_type(const Tensor& a, const Tensor& b) {
+  const bool a0 = a.dim() == 0, b0 = b.dim() == 0;
+  if (a0 != b0) {
+    const Tensor& dimensioned = a0 ? b : a;
+    const Tensor& zero_dim = a0 ? a : b;
+    return dtype_category(zero_dim.dtype()) > dtype_category(dimensioned.dtype()) ? zero_dim.dtype()
+                                                                                   : dimensioned.dtype();
+  }
+  return promote_types(a.dtype(), b.dtype());
+}
+
+std::optional<std::pair<Tensor, Tensor>> promote(const Tensor& a, const Tensor& b, bool floating_only) {
+  if (!a.defined() || !b.defined()) return std::nullopt;
+  std::optional<DType> rt = result_type(a, b);
+  if (!rt) return std::nullopt;
+  DType t = floating_only && !is_floating(*rt) ? DType::f32 : *rt;
+  if (a.dtype() == t && b.dtype() == t) return std::nullopt;
+  return std::pair{a.to(t), b.to(t)};
+}
+
+Tensor wrap_scalar(const Tensor& a, const Scalar& s) {
+  CIUIC_CHECK(a.defined(), ValueError, "scalar op", "undefined tensor with a scalar; expected a tensor");
+  const int cs = s.is_floating() ? 2 : s.is_integral() ? 1 : 0;
+  DType t = a.dtype();
+  if (cs > dtype_category(t)) t = cs == 2 ? DType::f32 : DType::i64;
+  return full({}, s.value, TensorOptions(t).device(a.device()));
+}
+
 #ifdef CIUIC_WITH_CUDA
 
 namespace {
@@ -216,6 +255,7 @@ Tensor compare_indicator(const char* op, CompareOp cmp, const Tensor& a, const T
     case CompareOp::ge: return sub(both_ordered(), positive(sub(y, x)));
     case CompareOp::le: return sub(both_ordered(), positive(sub(x, y)));
     case CompareOp::eq: return sub(both_ordered(), positive(cuda_unary(op, sub(x, y), {k::UnaryOp::abs})));
+    case CompareOp::ne: return sub(one, sub(both_ordered(), positive(cuda_unary(op, sub(x, y), {k::UnaryOp::abs}))));
   }
   detail::fail<ValueError>(op, "unknown comparison ", static_cast<int>(cmp));
 }

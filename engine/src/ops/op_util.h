@@ -55,7 +55,7 @@ struct CudaUnary {
 };
 
 // IEEE comparisons: false whenever an operand is nan.
-enum class CompareOp : std::uint8_t { eq, gt, lt, ge, le };
+enum class CompareOp : std::uint8_t { eq, gt, lt, ge, le, ne };
 
 struct CudaBinary {
   enum class Kind : std::uint8_t { binary, activation_backward, compare };
@@ -167,5 +167,29 @@ Tensor binary_map(const char* op, const Tensor& a, const Tensor& b, F f, const C
 
 // A scalar as a 0-dim tensor of t's dtype and device (for broadcasting binary ops).
 Tensor scalar_like(const Tensor& t, double v);
+
+// ---- in-place ops (inplace.cpp) ----
+// AutogradError for a leaf that requires grad under grad mode.
+void check_inplace_target(const char* op, const Tensor& self);
+// Writes result (self's shape, a dtype category <= self's) into self, bumping its
+// version; when result carries a gradient, self becomes result in the graph.
+Tensor& inplace_write(const char* op, Tensor& self, const Tensor& result);
+
+// ---- type promotion (PyTorch's rules; ops.h states them) ----
+// Categories: bool < integral (u8, i32, i64) < floating.
+int dtype_category(DType t);
+// The dtype both of x and y convert to: the higher category's, or within one
+// category the wider integer. nullopt for two different floating dtypes (ciuic
+// keeps that an error outside autocast; the caller's dtype check reports it).
+std::optional<DType> promote_types(DType x, DType y);
+// PyTorch's result type of a binary op: dimensioned tensors decide, except that a
+// 0-dim tensor of a higher category gives its own dtype.
+std::optional<DType> result_type(const Tensor& a, const Tensor& b);
+// a and b converted to their result type (floating_only: an integral or bool result
+// becomes f32, for true division) when that changes either; nullopt otherwise.
+std::optional<std::pair<Tensor, Tensor>> promote(const Tensor& a, const Tensor& b, bool floating_only = false);
+// s as a 0-dim tensor on a's device, of a's dtype, or of the default dtype of s's
+// kind (f32 for a floating, i64 for an integral scalar) when that kind is higher than a's.
+Tensor wrap_scalar(const Tensor& a, const Scalar& s);
 
 }  // namespace ciuic::ops

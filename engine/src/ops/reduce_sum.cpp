@@ -61,8 +61,9 @@ Tensor expand_back(const Tensor& g, const Shape& shape, const std::vector<std::i
 
 Tensor sum(const Tensor& a, const std::vector<std::int64_t>& dims_in, bool keepdim) {
   ops::check_defined("sum", {{"input", &a}});
-  CIUIC_CHECK(a.dtype() != DType::boolean, DTypeError, "sum", "input is ", describe(a),
-              "; expected a numeric dtype (convert bool with .to(DType::i64))");
+  // bool, u8 and i32 sum to i64, as in PyTorch: sum(a == b) counts without overflow.
+  if (a.dtype() == DType::boolean || a.dtype() == DType::u8 || a.dtype() == DType::i32)
+    return sum(a.to(DType::i64), dims_in, keepdim);
   auto dims = ops::wrap_dims("sum", dims_in, a);
 #ifdef CIUIC_WITH_CUDA
   Tensor out = a.device().is_cuda() ? sum_cuda("sum", a, dims, keepdim) : sum_cpu("sum", a, dims, keepdim);

@@ -19,6 +19,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "ciuic/amp.h"
 #include "op_util.h"
 
 #ifdef CIUIC_WITH_CUDA
@@ -188,7 +189,13 @@ Tensor softmax_impl(const char* op, const Tensor& a, std::int64_t dim) {
 
 }  // namespace
 
-Tensor softmax(const Tensor& a, std::int64_t dim) { return softmax_impl<false>("softmax", a, dim); }
-Tensor log_softmax(const Tensor& a, std::int64_t dim) { return softmax_impl<true>("log_softmax", a, dim); }
+Tensor softmax(const Tensor& a, std::int64_t dim) {
+  if (auto c = amp::autocast_f32({&a})) return softmax((*c)[0], dim);
+  return softmax_impl<false>("softmax", a, dim);
+}
+Tensor log_softmax(const Tensor& a, std::int64_t dim) {
+  if (auto c = amp::autocast_f32({&a})) return log_softmax((*c)[0], dim);
+  return softmax_impl<true>("log_softmax", a, dim);
+}
 
 }  // namespace ciuic

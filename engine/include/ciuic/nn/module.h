@@ -50,7 +50,19 @@ class Module {
   // forward takes other arguments define their own overloads; this default
   // throws NotImplementedError.
   virtual Tensor forward(const Tensor& x);
-  Tensor operator()(const Tensor& x) { return forward(x); }
+  // forward(x) with the forward hooks around it (PyTorch's module(x)): pre-hooks
+  // may replace the input, post-hooks the output, in registration order.
+  // Sequential, ModuleList users and CheckpointedSequence call blocks this way.
+  Tensor operator()(const Tensor& x);
+
+  // ---- hooks (return a handle for remove_hook) ----
+  // pre: (module, input) -> a replacement input, or nullopt to keep it.
+  using ForwardPreHook = std::function<std::optional<Tensor>(Module&, const Tensor& input)>;
+  // post: (module, input, output) -> a replacement output, or nullopt to keep it.
+  using ForwardHook = std::function<std::optional<Tensor>(Module&, const Tensor& input, const Tensor& output)>;
+  std::size_t register_forward_pre_hook(ForwardPreHook hook);
+  std::size_t register_forward_hook(ForwardHook hook);
+  bool remove_hook(std::size_t handle);  // false when no hook has this handle
 
   // ---- registration (names: non-empty, no '.', unique among this module's
   // parameters, buffers and children; ValueError otherwise) ----
@@ -59,7 +71,9 @@ class Module {
   Tensor register_parameter(const std::string& name, Tensor t, bool requires_grad = true);
   // State that is saved and converted with the module but gets no gradient
   // (running statistics, counters). Integral buffers keep their dtype under to(DType).
-  Tensor register_buffer(const std::string& name, Tensor t);
+  // persistent = false: converted and listed by buffers(), but not in state_dict()
+  // (and so not expected by load_state_dict): caches such as a causal mask.
+  Tensor register_buffer(const std::string& name, Tensor t, bool persistent = true);
   template <typename M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> module) {
     static_assert(std::is_base_of_v<Module, M>, "register_module: M must derive from ciuic::nn::Module");
@@ -132,6 +146,9 @@ class Module {
   bool training_ = true;
   OrderedDict<Tensor> params_;
   OrderedDict<Tensor> buffers_;
+  std::vector<std::string> non_persistent_;  // names of buffers_ left out of state_dict()
+  std::vector<std::pair<std::size_t, ForwardPreHook>> pre_hooks_;
+  std::vector<std::pair<std::size_t, ForwardHook>> post_hooks_;
   OrderedDict<std::shared_ptr<Module>> children_;
 };
 

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <initializer_list>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -79,8 +80,27 @@ class OrderedDict {
 
   std::size_t size() const { return items_.size(); }
   bool empty() const { return items_.empty(); }
-  // The i-th item in insertion order (no bounds check beyond std::vector's).
-  const Item& item(std::size_t i) const { return items_[i]; }
+  // The i-th item in insertion order; IndexError out of range.
+  const Item& item(std::size_t i) const {
+    CIUIC_CHECK(i < items_.size(), IndexError, "OrderedDict::item", "position ", i, " out of range for ",
+                items_.size(), " items; expected a position below ", items_.size());
+    return items_[i];
+  }
+  // By key (IndexError naming the key when absent) or by position (IndexError out of range).
+  const V& operator[](const std::string& key) const { return at(key); }
+  V& operator[](const std::string& key) { return at(key); }
+  const V& operator[](const char* key) const { return at(std::string(key)); }
+  V& operator[](const char* key) { return at(std::string(key)); }
+  template <typename I, std::enable_if_t<std::is_integral_v<I>, int> = 0>
+  const V& operator[](I i) const {
+    return item(checked_position(i)).second;
+  }
+  template <typename I, std::enable_if_t<std::is_integral_v<I>, int> = 0>
+  V& operator[](I i) {
+    const std::size_t p = checked_position(i);
+    (void)item(p);
+    return items_[p].second;
+  }
   std::vector<std::string> keys() const {
     std::vector<std::string> k;
     k.reserve(items_.size());
@@ -93,7 +113,10 @@ class OrderedDict {
     for (const Item& it : items_) v.push_back(it.second);
     return v;
   }
-  const std::vector<Item>& items() const { return items_; }
+  // On a temporary (model.named_parameters().items()) this returns the items by
+  // value, so a range-for over it never dangles.
+  const std::vector<Item>& items() const& { return items_; }
+  std::vector<Item> items() && { return std::move(items_); }
 
   const_iterator begin() const { return items_.begin(); }
   const_iterator end() const { return items_.end(); }
@@ -102,6 +125,13 @@ class OrderedDict {
   iterator end() { return items_.end(); }
 
  private:
+  template <typename I>
+  std::size_t checked_position(I i) const {
+    if constexpr (std::is_signed_v<I>)
+      CIUIC_CHECK(i >= 0, IndexError, "OrderedDict::item", "position ", i, " is negative; expected 0 <= position < ",
+                  items_.size());
+    return static_cast<std::size_t>(i);
+  }
   [[noreturn]] void missing(const std::string& key) const {
     std::string present;
     std::size_t shown = 0;
