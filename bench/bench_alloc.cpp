@@ -9,6 +9,7 @@
 #include <string>
 
 #include "ciuic/ciuic.h"
+#include "ciuic/models/cli.h"
 #include "timing.h"
 
 #ifdef CIUIC_WITH_CUDA
@@ -53,15 +54,13 @@ std::string per_op_us(const Timing& t) { return std::to_string(t.median_ms * 100
 int main(int argc, char** argv) {
   std::string json;
   bool cuda = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--json" && i + 1 < argc) json = argv[++i];
-    else if (a == "--cuda") cuda = true;
-    else {
-      std::cerr << "usage: bench_alloc [--json PATH] [--cuda]\n";
-      return 2;
-    }
+  cli::Parser p("bench_alloc", "[--json PATH] [--cuda]", argc, argv);
+  while (p.next()) {
+    if (p.is("--json")) json = p.text();
+    else if (p.is("--cuda")) cuda = true;
+    else return p.unknown();
   }
+  if (p.stop()) return p.exit_code();
   try {
     Device d = cuda ? Device::cuda(0) : Device::cpu();
     check_device_usable(d, "bench_alloc");

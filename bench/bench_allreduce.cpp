@@ -15,34 +15,32 @@
 
 #include <ciuic/ciuic.h>
 #include <ciuic/comm/comm.h>
+#include <ciuic/models/cli.h>
 
 #include "timing.h"
 
 using namespace ciuic;
 
 int main(int argc, char** argv) {
+  comm::Backend backend = comm::Backend::gloo;
+  std::int64_t min_bytes = 1024, max_bytes = 256ll << 20;
+  int repeats = 5;
+  std::string json;
+  cli::Parser p("bench_allreduce", "[--backend gloo|nccl] [--min-bytes N] [--max-bytes N] [--repeats N] [--json PATH]",
+                argc, argv);
+  while (p.next()) {
+    if (p.is("--backend")) {
+      const std::string b = p.text();
+      if (!p.stop() && b != "gloo" && b != "nccl") return p.error("--backend '" + b + "'; expected gloo or nccl");
+      backend = b == "nccl" ? comm::Backend::nccl : comm::Backend::gloo;
+    } else if (p.is("--min-bytes")) min_bytes = p.integer<std::int64_t>(4, std::int64_t{1} << 40);
+    else if (p.is("--max-bytes")) max_bytes = p.integer<std::int64_t>(4, std::int64_t{1} << 40);
+    else if (p.is("--repeats")) repeats = p.integer(1, 1000000);
+    else if (p.is("--json")) json = p.text();
+    else return p.unknown();
+  }
+  if (p.stop()) return p.exit_code();
   try {
-    comm::Backend backend = comm::Backend::gloo;
-    std::int64_t min_bytes = 1024, max_bytes = 256ll << 20;
-    int repeats = 5;
-    std::string json;
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      auto next = [&]() -> std::string {
-        CIUIC_CHECK(i + 1 < argc, ValueError, "bench_allreduce", a, " needs a value");
-        return argv[++i];
-      };
-      if (a == "--backend") {
-        std::string b = next();
-        CIUIC_CHECK(b == "gloo" || b == "nccl", ValueError, "bench_allreduce", "--backend ", b, "; expected gloo or nccl");
-        backend = b == "gloo" ? comm::Backend::gloo : comm::Backend::nccl;
-      } else if (a == "--min-bytes") min_bytes = std::stoll(next());
-      else if (a == "--max-bytes") max_bytes = std::stoll(next());
-      else if (a == "--repeats") repeats = std::stoi(next());
-      else if (a == "--json") json = next();
-      else ::ciuic::detail::fail<ValueError>("bench_allreduce", "unknown argument ", a,
-                                             "; expected --backend, --min-bytes, --max-bytes, --repeats, --json");
-    }
     auto c = comm::init_process_group(backend);
     const int n = c->size();
     Device dev = c->device();

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "ciuic/ciuic.h"
+#include "ciuic/models/cli.h"
 #include "timing.h"
 
 #ifdef CIUIC_WITH_CUDA
@@ -340,20 +341,14 @@ int run(const std::string& json, const std::string& torch_path, int repeats) {
 int main(int argc, char** argv) {
   std::string json, torch;
   int repeats = 20;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--json" && i + 1 < argc) json = argv[++i];
-    else if (a == "--torch" && i + 1 < argc) torch = argv[++i];
-    else if (a == "--repeats" && i + 1 < argc) repeats = std::atoi(argv[++i]);
-    else {
-      std::cerr << "usage: bench_kernels [--json PATH] [--torch PATH] [--repeats N (>= 20)]\n";
-      return 2;
-    }
+  cli::Parser p("bench_kernels", "[--json PATH] [--torch PATH] [--repeats N (>= 20)]", argc, argv);
+  while (p.next()) {
+    if (p.is("--json")) json = p.text();
+    else if (p.is("--torch")) torch = p.text();
+    else if (p.is("--repeats")) repeats = p.integer(20, 1000000);
+    else return p.unknown();
   }
-  if (repeats < 20) {
-    std::cerr << "bench_kernels: --repeats " << repeats << "; expected at least 20\n";
-    return 2;
-  }
+  if (p.stop()) return p.exit_code();
   if (!cuda_available()) {
     std::cerr << "bench_kernels: no usable CUDA GPU (this build has CUDA: " << (built_with_cuda() ? "yes" : "no")
               << "); it times CUDA kernels only, so there is nothing to measure here\n";

@@ -23,6 +23,7 @@
 
 #include <ciuic/ciuic.h>
 #include <ciuic/comm/comm.h>
+#include <ciuic/models/cli.h>
 
 #include "timing.h"
 
@@ -46,24 +47,22 @@ double slowest(comm::Communicator& c, double ms) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  int layers = 8, repeats = 10;
+  std::int64_t width = 512, batch = 64;
+  double bucket_mib = 25, first_mib = 1;
+  cli::Parser p("bench_reducer_overlap", "[--layers N] [--width N] [--batch N] [--repeats N] [--bucket-mib X] "
+                "[--first-bucket-mib X]", argc, argv);
+  while (p.next()) {
+    if (p.is("--layers")) layers = p.integer(1, 10000);
+    else if (p.is("--width")) width = p.integer<std::int64_t>(1, std::int64_t{1} << 20);
+    else if (p.is("--batch")) batch = p.integer<std::int64_t>(1, std::int64_t{1} << 20);
+    else if (p.is("--repeats")) repeats = p.integer(1, 1000000);
+    else if (p.is("--bucket-mib")) bucket_mib = p.real(0.0, 1e6);
+    else if (p.is("--first-bucket-mib")) first_mib = p.real(0.0, 1e6);
+    else return p.unknown();
+  }
+  if (p.stop()) return p.exit_code();
   try {
-    int layers = 8, repeats = 10;
-    std::int64_t width = 512, batch = 64;
-    double bucket_mib = 25, first_mib = 1;
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      auto next = [&]() -> std::string {
-        CIUIC_CHECK(i + 1 < argc, ValueError, "bench_reducer_overlap", a, " needs a value");
-        return argv[++i];
-      };
-      if (a == "--layers") layers = std::stoi(next());
-      else if (a == "--width") width = std::stoll(next());
-      else if (a == "--batch") batch = std::stoll(next());
-      else if (a == "--repeats") repeats = std::stoi(next());
-      else if (a == "--bucket-mib") bucket_mib = std::stod(next());
-      else if (a == "--first-bucket-mib") first_mib = std::stod(next());
-      else ::ciuic::detail::fail<ValueError>("bench_reducer_overlap", "unknown argument ", a);
-    }
     auto c = comm::init_process_group(comm::Backend::gloo);
     const int rank = c->rank(), n = c->size();
     manual_seed(0);

@@ -1,7 +1,10 @@
 #include "gpt_bench.h"
 
+#include <cstdlib>
 #include <iostream>
 #include <sstream>
+
+#include "ciuic/models/cli.h"
 
 namespace ciuic::bench {
 
@@ -11,29 +14,24 @@ std::string GptArgs::shape_str() const {
 }
 
 std::optional<GptArgs> parse_gpt_args(const char* name, int argc, char** argv, GptArgs a) {
-  for (int i = 1; i < argc; ++i) {
-    std::string k = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) throw ValueError(std::string(name) + ": " + k + " needs a value");
-      return argv[++i];
-    };
-    try {
-      if (k == "--cuda") a.cuda = true;
-      else if (k == "--B") a.B = std::stoll(next());
-      else if (k == "--T") a.T = std::stoll(next());
-      else if (k == "--C") a.C = std::stoll(next());
-      else if (k == "--layers") a.layers = std::stoll(next());
-      else if (k == "--heads") a.heads = std::stoll(next());
-      else if (k == "--vocab") a.vocab = std::stoll(next());
-      else if (k == "--repeats") a.repeats = std::stoi(next());
-      else if (k == "--json") a.json = next();
-      else throw ValueError(std::string(name) + ": unknown argument " + k);
-    } catch (const std::exception& e) {
-      std::cerr << e.what() << "\nusage: " << name
-                << " [--cuda] [--B n] [--T n] [--C n] [--layers n] [--heads n] [--vocab n] [--repeats n] "
-                   "[--json PATH]\n";
-      return std::nullopt;
-    }
+  cli::Parser p(name, "[--cuda] [--B n] [--T n] [--C n] [--layers n] [--heads n] [--vocab n] [--repeats n] "
+                "[--json PATH]", argc, argv);
+  constexpr std::int64_t kMax = std::int64_t{1} << 40;  // sizes beyond are refused by the engine anyway
+  while (p.next()) {
+    if (p.is("--cuda")) a.cuda = true;
+    else if (p.is("--B")) a.B = p.integer<std::int64_t>(1, kMax);
+    else if (p.is("--T")) a.T = p.integer<std::int64_t>(1, kMax);
+    else if (p.is("--C")) a.C = p.integer<std::int64_t>(1, kMax);
+    else if (p.is("--layers")) a.layers = p.integer<std::int64_t>(1, 100000);
+    else if (p.is("--heads")) a.heads = p.integer<std::int64_t>(1, kMax);
+    else if (p.is("--vocab")) a.vocab = p.integer<std::int64_t>(1, kMax);
+    else if (p.is("--repeats")) a.repeats = p.integer(1, 1000000);
+    else if (p.is("--json")) a.json = p.text();
+    else p.unknown();
+  }
+  if (p.stop()) {
+    if (p.exit_code() == 0) std::exit(0);  // --help (a program-level helper: the usage went to stdout)
+    return std::nullopt;
   }
   return a;
 }

@@ -21,7 +21,7 @@ struct GptArgs {
 
 // Parses [--cuda] [--B n] [--T n] [--C n] [--layers n] [--heads n] [--vocab n] [--repeats n]
 // [--json PATH] over `defaults`; on a bad argument prints why and the usage of `name`
-// to stderr and returns nullopt (the caller exits with 2).
+// to stderr and returns nullopt (the caller exits with 2); --help prints the usage and exits with 0.
 std::optional<GptArgs> parse_gpt_args(const char* name, int argc, char** argv, GptArgs defaults = {});
 
 models::GPTConfig gpt_config(const GptArgs& a);

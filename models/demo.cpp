@@ -13,6 +13,7 @@
 #include <ciuic/nn.h>
 #include <ciuic/optim.h>
 
+#include "ciuic/models/cli.h"
 #include "ciuic/models/cnn.h"
 #include "ciuic/models/mlp.h"
 
@@ -91,21 +92,22 @@ void train_cnn(int steps, const std::string& out) {
 int main(int argc, char** argv) {
   int mlp_steps = 3000, cnn_steps = 600;
   std::string out = "demo_cnn.safetensors";
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--mlp-steps" && i + 1 < argc) mlp_steps = std::stoi(argv[++i]);
-    else if (a == "--cnn-steps" && i + 1 < argc) cnn_steps = std::stoi(argv[++i]);
-    else if (a == "--out" && i + 1 < argc) out = argv[++i];
-    else {
-      std::cerr << "usage: demo [--mlp-steps N] [--cnn-steps N] [--out PATH]\n";
-      return 2;
-    }
+  cli::Parser p("demo", "[--mlp-steps N] [--cnn-steps N] [--out PATH]", argc, argv);
+  while (p.next()) {
+    if (p.is("--mlp-steps")) mlp_steps = p.integer(1, 100'000'000);
+    else if (p.is("--cnn-steps")) cnn_steps = p.integer(1, 100'000'000);
+    else if (p.is("--out")) out = p.text();
+    else return p.unknown();
   }
+  if (p.stop()) return p.exit_code();
   try {
     manual_seed(0);
     train_mlp(std::max(mlp_steps, 10));
     train_cnn(std::max(cnn_steps, 10), out);
   } catch (const Error& e) {
+    std::cerr << "demo failed: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {  // e.g. std::bad_alloc from the standard library
     std::cerr << "demo failed: " << e.what() << "\n";
     return 1;
   }

@@ -117,6 +117,8 @@ std::shared_ptr<Node> record(const char* name, const std::vector<Tensor>& inputs
 
 // ---------------------------------------------------------------- hooks
 void register_hook(const Tensor& t, GradHook hook) {
+  CIUIC_CHECK(t.defined(), ValueError, "register_hook", "called on an undefined tensor; expected a tensor that "
+              "requires grad");
   CIUIC_CHECK(t.requires_grad(), AutogradError, "register_hook", "tensor ", describe(t),
               " does not require grad; expected a tensor that takes part in backward");
   AutogradMeta& m = meta(t);
@@ -127,6 +129,8 @@ void register_hook(const Tensor& t, GradHook hook) {
 }
 
 void register_grad_ready_hook(const Tensor& t, ReadyHook hook) {
+  CIUIC_CHECK(t.defined(), ValueError, "register_grad_ready_hook", "called on an undefined tensor; expected a "
+              "parameter");
   CIUIC_CHECK(t.requires_grad() && t.is_leaf(), AutogradError, "register_grad_ready_hook", "tensor ", describe(t),
               " is not a leaf that requires grad; expected a parameter");
   meta(t).ready_hooks.push_back(std::move(hook));
@@ -136,6 +140,16 @@ void register_grad_ready_hook(const Tensor& t, ReadyHook hook) {
 namespace {
 
 Tensor add_grads(const Tensor& a, const Tensor& b) { return a.defined() ? add(a, b) : b; }
+
+// A gradient hook's replacement must look like the gradient it replaces: that of the hooked
+// tensor (`what()` names it). Anything else would corrupt .grad or a later op's backward.
+template <typename What>
+void check_hook_result(const Tensor& r, const Shape& shape, DType dtype, Device device, What what) {
+  if (r.shape() == shape && r.dtype() == dtype && r.device() == device) return;
+  detail::fail<AutogradError>("register_hook", "a hook on ", what(), " returned the gradient ", describe(r),
+                              "; expected the hooked tensor's shape, dtype and device (", dtype_name(dtype),
+                              shape_str(shape), " on ", device.str(), ")");
+}
 
 // One backward pass over the graph reachable from roots.
 class GraphTask {
@@ -172,8 +186,12 @@ class GraphTask {
                     " is not a scalar; expected a scalar loss or an explicit output gradient");
         g = ones_like(r);
       }
-      CIUIC_CHECK(g.shape() == r.shape(), ShapeError, "backward", "gradient ", describe(g), " for output ",
+      CIUIC_CHECK(g.shape() == r.shape(), ShapeError, "backward", "grad_output ", describe(g), " for output ",
                   describe(r), "; expected the output's shape");
+      CIUIC_CHECK(g.dtype() == r.dtype(), DTypeError, "backward", "grad_output ", describe(g), " for output ",
+                  describe(r), "; expected the output's dtype (convert with .to(", dtype_name(r.dtype()), "))");
+      CIUIC_CHECK(g.device() == r.device(), DeviceError, "backward", "grad_output ", describe(g), " for output ",
+                  describe(r), "; expected the output's device");
       Edge e = gradient_edge(r);
       root_edges.push_back(e);
       add_to_buffer(e, g.detach());
@@ -254,7 +272,14 @@ class GraphTask {
       }
     for (auto& [nr, hook] : node.output_hooks) {
       Tensor r = hook(grads[nr]);
-      if (r.defined()) grads[nr] = r;
+      if (r.defined()) {
+        const OutputMeta& om = node.outputs[nr];
+        check_hook_result(r, om.shape, om.dtype, om.device, [&] {
+          return detail::concat("output ", nr, " of ", node.name, " (", dtype_name(om.dtype), shape_str(om.shape),
+                                " on ", om.device.str(), ")");
+        });
+        grads[nr] = r;
+      }
     }
     if (capturing_) {
       for (std::size_t i = 0; i < grads.size(); ++i) {
@@ -298,7 +323,10 @@ class GraphTask {
     AutogradMeta& m = meta(leaf);
     for (auto& hook : m.hooks) {
       Tensor r = hook(g);
-      if (r.defined()) g = r;
+      if (r.defined()) {
+        check_hook_result(r, leaf.shape(), leaf.dtype(), leaf.device(), [&] { return "leaf " + describe(leaf); });
+        g = r;
+      }
     }
     if (capturing_) return;  // grad(): never touch .grad
     if (m.grad.defined()) {
@@ -348,7 +376,13 @@ std::vector<Tensor> detail::grad_until(const std::vector<Tensor>& roots, const s
 // ---------------------------------------------------------------- Tensor's autograd methods
 bool Tensor::requires_grad() const { return impl_ && impl_->autograd && impl_->autograd->requires_grad; }
 
+static void check_defined(const TensorImpl* impl, const char* what) {
+  CIUIC_CHECK(impl != nullptr, ValueError, what, "called on an undefined tensor; expected a tensor made by a "
+              "factory or an op");
+}
+
 Tensor& Tensor::requires_grad_(bool r) {
+  check_defined(impl_.get(), "requires_grad_");
   CIUIC_CHECK(is_leaf(), AutogradError, "requires_grad_", "tensor ", describe(*this),
               " was produced by an op (", impl_->autograd->grad_fn->name,
               "); expected a leaf. Use detach() to make a leaf");
@@ -358,21 +392,30 @@ Tensor& Tensor::requires_grad_(bool r) {
   return *this;
 }
 
-bool Tensor::is_leaf() const { return !impl_->autograd || !impl_->autograd->grad_fn; }
+bool Tensor::is_leaf() const {
+  check_defined(impl_.get(), "is_leaf");
+  return !impl_->autograd || !impl_->autograd->grad_fn;
+}
 
-Tensor Tensor::grad() const { return impl_->autograd ? impl_->autograd->grad : Tensor(); }
+Tensor Tensor::grad() const {
+  check_defined(impl_.get(), "grad");
+  return impl_->autograd ? impl_->autograd->grad : Tensor();
+}
 
 void Tensor::set_grad(const Tensor& g) const {
+  check_defined(impl_.get(), "set_grad");
   CIUIC_CHECK(!g.defined() || g.shape() == shape(), ShapeError, "set_grad", "gradient ", describe(g),
               " for tensor ", describe(*this), "; expected the same shape");
   meta(*this).grad = g;
 }
 
 void Tensor::zero_grad() const {
+  check_defined(impl_.get(), "zero_grad");
   if (impl_->autograd) impl_->autograd->grad = Tensor();
 }
 
 void Tensor::backward(const Tensor& grad_output, bool retain_graph) const {
+  check_defined(impl_.get(), "backward");
   ciuic::backward({*this}, {grad_output}, retain_graph);
 }
 

@@ -197,6 +197,14 @@ std::vector<Tensor> checkpoint(const SegmentFn& fn, const std::vector<Tensor>& i
     outs = fn(inputs);
   }
   std::vector<Tensor> node_inputs = inputs;
+  // An outside tensor that requires grad and is returned as it is (a parameter passed
+  // through) took part in no op, so the tracker did not see it; it still needs its gradient.
+  for (const Tensor& o : outs)
+    if (o.defined() && o.requires_grad()) {
+      bool known = false;
+      for (const Tensor& t : seen) known = known || t.same(o);
+      if (!known) seen.push_back(o);
+    }
   for (const Tensor& t : seen) {
     bool explicit_input = false;
     for (const Tensor& x : inputs) explicit_input = explicit_input || x.same(t);
@@ -217,8 +225,11 @@ std::vector<Tensor> checkpoint(const SegmentFn& fn, const std::vector<Tensor>& i
   for (Tensor& o : outs) {
     CIUIC_CHECK(o.defined(), ValueError, opts.name.c_str(), "the segment function returned an undefined tensor; "
                 "expected defined outputs");
-    for (const Tensor& x : node_inputs)
-      if (o.same(x)) o = o.detach();  // an input passed through: give the output its own autograd identity
+    // Every output becomes a fresh alias (same storage, no history) that the segment's node
+    // then owns. Results made inside fn lose nothing; an input, a parameter or a captured
+    // constant returned as it is keeps its own identity (a parameter stays a leaf, a
+    // constant does not start to require grad), as PyTorch's checkpoint does.
+    o = o.detach();
     seg->outputs.push_back({o.shape(), o.dtype(), o.device()});
   }
   record(opts.name.c_str(), node_inputs, outs, [seg](const GradList& g) { return segment_backward(*seg, g); });

@@ -84,6 +84,27 @@ void memcpy_across(const Tensor& dst, const Tensor& src) {
 }
 #endif
 
+// The bytes [first, last) of storage a view can touch (numel > 0): from its lowest to its
+// highest element, whatever the sign of its strides.
+std::pair<std::int64_t, std::int64_t> byte_span(const Tensor& t) {
+  std::int64_t lo = t.offset(), hi = t.offset();
+  for (std::size_t d = 0; d < t.shape().size(); ++d) {
+    const std::int64_t reach = (t.shape()[d] - 1) * t.strides()[d];
+    (reach < 0 ? lo : hi) += reach;
+  }
+  const auto es = static_cast<std::int64_t>(t.element_size());
+  return {lo * es, (hi + 1) * es};
+}
+
+// Could writing dst change what is read from src? Same storage and intersecting byte
+// spans (conservative: interleaved views that never share an element also count).
+bool may_overlap(const Tensor& dst, const Tensor& src) {
+  if (dst.storage() != src.storage() || dst.numel() == 0 || src.numel() == 0) return false;
+  auto [d0, d1] = byte_span(dst);
+  auto [s0, s1] = byte_span(src);
+  return d0 < s1 && s0 < d1;
+}
+
 // dst <- src (already broadcast-checked), any devices and dtypes.
 void copy_impl(const Tensor& dst, const Tensor& src) {
   if (dst.numel() == 0) return;
@@ -131,7 +152,14 @@ Tensor& Tensor::copy_(const Tensor& src) {
   if (src.storage() == storage() && src.data_ptr() == data_ptr() && src.shape() == shape() &&
       src.strides() == strides() && src.dtype() == dtype())
     return *this;  // copy onto itself
-  copy_impl(*this, src);
+  if (may_overlap(*this, src)) {
+    // x[1:].copy_(x[:-1]), x.copy_(x.t()): read everything before writing anything.
+    Tensor staged = make_tensor(src.shape(), src.dtype(), src.device());
+    copy_impl(staged, src);
+    copy_impl(*this, staged);
+  } else {
+    copy_impl(*this, src);
+  }
   bump_version();
   return *this;
 }

@@ -37,11 +37,18 @@ Tensor full_like(const Tensor& t, double v) { return full(t.shape(), v, TensorOp
 Tensor arange(double start, double end, double step, TensorOptions opts) {
   CIUIC_CHECK(step != 0 && std::isfinite(start) && std::isfinite(end) && std::isfinite(step), ValueError, "arange",
               "start ", start, ", end ", end, ", step ", step, "; expected finite values and a non-zero step");
-  double span = (end - start) / step;
-  std::int64_t n = span > 0 ? static_cast<std::int64_t>(std::ceil(span)) : 0;
-  std::vector<double> v(static_cast<std::size_t>(n));
+  const double span = std::ceil((end - start) / step);  // inf when end - start overflows
+  // 2^63 is the first double beyond int64: a longer range is refused before any conversion.
+  CIUIC_CHECK(!(span >= 9223372036854775808.0), ValueError, "arange", "start ", start, ", end ", end, ", step ",
+              step, " gives ", span, " elements; expected at most 2^63 - 1");
+  const std::int64_t n = span > 0 ? static_cast<std::int64_t>(span) : 0;
+  // Values in f64 on the host (OutOfMemory, naming the request, when it does not fit), then converted.
+  Tensor host = make_tensor({n}, DType::f64, Device::cpu());
+  double* v = detail::typed_ptr<double>(host);
   for (std::int64_t i = 0; i < n; ++i) v[i] = start + static_cast<double>(i) * step;
-  return from_vector(v, {n}, opts);
+  check_device_usable(opts.device_, "arange");
+  Tensor out = host.to(opts.device_, opts.dtype_);
+  return finish(out, opts);
 }
 
 Tensor arange(std::int64_t n, TensorOptions opts) {
@@ -102,14 +109,16 @@ Tensor normal(const Shape& shape, double mean, double std, TensorOptions opts, G
 }
 
 Tensor from_blob(void* data, const Shape& shape, DType dtype, Device device, std::function<void(void*)> deleter) {
-  for (std::int64_t d : shape)
-    CIUIC_CHECK(d >= 0, ValueError, "from_blob", "negative size in shape ", shape_str(shape), "; expected sizes >= 0");
-  CIUIC_CHECK(data != nullptr || shape_numel(shape) == 0, ValueError, "from_blob", "null pointer for shape ",
-              shape_str(shape), "; expected memory for ", shape_numel(shape), " elements");
+  const std::int64_t n = shape_numel(shape, "from_blob");  // ShapeError: negative size or > 2^63 - 1 elements
+  std::int64_t nbytes = 0;
+  CIUIC_CHECK(!__builtin_mul_overflow(n, static_cast<std::int64_t>(dtype_size(dtype)), &nbytes), ShapeError,
+              "from_blob", dtype_name(dtype), shape_str(shape), " spans more than 2^63 - 1 bytes; expected a shape "
+              "that fits in the memory it wraps");
+  CIUIC_CHECK(data != nullptr || n == 0, ValueError, "from_blob", "null pointer for shape ",
+              shape_str(shape), "; expected memory for ", n, " elements");
   check_device_usable(device, "from_blob");
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = wrap_storage(data, static_cast<std::size_t>(shape_numel(shape)) * dtype_size(dtype), device,
-                               std::move(deleter));
+  impl->storage = wrap_storage(data, static_cast<std::size_t>(nbytes), device, std::move(deleter));
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;

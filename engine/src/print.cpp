@@ -29,7 +29,7 @@ void print_values(std::ostream& os, const std::vector<double>& v, const Shape& s
     }
     std::int64_t off = base + i * strides[dim];
     if (dim + 1 == shape.size()) {
-      if (integral) os << static_cast<long long>(v[off]);
+      if (integral) os << float_to_int<long long>(v[off]);  // i64 beyond 2^53 prints rounded
       else os << std::setprecision(6) << v[off];
     } else {
       print_values(os, v, shape, strides, dim + 1, off, summarize, integral, indent + 1);

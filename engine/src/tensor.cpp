@@ -15,9 +15,18 @@ std::string shape_str(const Shape& s) {
   return os.str();
 }
 
-std::int64_t shape_numel(const Shape& s) {
+std::int64_t shape_numel(const Shape& s, const char* op) {
+  bool empty = false;
+  for (std::int64_t d : s) {
+    CIUIC_CHECK(d >= 0, ShapeError, op, "negative size ", d, " in shape ", shape_str(s),
+                "; expected every size >= 0");
+    empty = empty || d == 0;
+  }
+  if (empty) return 0;
   std::int64_t n = 1;
-  for (std::int64_t d : s) n *= d;
+  for (std::int64_t d : s)
+    CIUIC_CHECK(!__builtin_mul_overflow(n, d, &n), ShapeError, op, "shape ", shape_str(s),
+                " has more than 2^63 - 1 elements; expected a shape whose element count fits in int64");
   return n;
 }
 
@@ -26,7 +35,8 @@ Shape contiguous_strides(const Shape& s) {
   std::int64_t acc = 1;
   for (std::size_t i = s.size(); i-- > 0;) {
     st[i] = acc;
-    acc *= s[i];
+    // Overflow is only possible when another dim is 0 (shape_numel refuses the rest): saturate.
+    if (__builtin_mul_overflow(acc, s[i], &acc)) acc = INT64_MAX;
   }
   return st;
 }
@@ -44,7 +54,7 @@ static void check_defined(const TensorImpl* impl, const char* what) {
 const Shape& Tensor::shape() const { check_defined(impl_.get(), "Tensor::shape"); return impl_->shape; }
 const Shape& Tensor::strides() const { check_defined(impl_.get(), "Tensor::strides"); return impl_->strides; }
 std::int64_t Tensor::offset() const { check_defined(impl_.get(), "Tensor::offset"); return impl_->offset; }
-std::int64_t Tensor::numel() const { return shape_numel(shape()); }
+std::int64_t Tensor::numel() const { return shape_numel(shape(), "Tensor::numel"); }
 DType Tensor::dtype() const { check_defined(impl_.get(), "Tensor::dtype"); return impl_->dtype; }
 Device Tensor::device() const { check_defined(impl_.get(), "Tensor::device"); return impl_->storage->device; }
 const Storage& Tensor::storage() const { check_defined(impl_.get(), "Tensor::storage"); return impl_->storage; }
@@ -65,7 +75,7 @@ bool Tensor::is_contiguous() const {
   std::int64_t expected = 1;
   for (std::size_t i = sh.size(); i-- > 0;) {
     if (sh[i] != 1 && st[i] != expected) return false;
-    expected *= sh[i];
+    if (__builtin_mul_overflow(expected, sh[i], &expected)) expected = INT64_MAX;  // only with a 0 dim elsewhere
   }
   return true;
 }
@@ -76,7 +86,7 @@ void* Tensor::data_ptr() const {
   return static_cast<char*>(s->data) + impl_->offset * static_cast<std::int64_t>(element_size());
 }
 
-std::uint64_t Tensor::version() const { return storage()->version; }
+std::uint64_t Tensor::version() const { check_defined(impl_.get(), "Tensor::version"); return storage()->version; }
 void Tensor::bump_version() const { ++storage()->version; }
 
 Tensor Tensor::detach() const {
@@ -91,13 +101,15 @@ Tensor Tensor::detach() const {
 }
 
 Tensor make_tensor(const Shape& shape, DType dtype, Device device) {
-  for (std::int64_t d : shape)
-    CIUIC_CHECK(d >= 0, ValueError, "empty", "negative size in shape ", shape_str(shape),
-                "; expected every size >= 0");
+  const std::int64_t n = shape_numel(shape, "empty");  // ShapeError: negative size or > 2^63 - 1 elements
+  const std::int64_t esize = static_cast<std::int64_t>(dtype_size(dtype));
+  std::int64_t nbytes = 0;
+  CIUIC_CHECK(!__builtin_mul_overflow(n, esize, &nbytes), OutOfMemory, "empty", dtype_name(dtype),
+              shape_str(shape), " on ", device.str(), " needs ", n, " x ", esize,
+              " bytes, more than 2^63 - 1; expected a request that fits in memory");
   check_device_usable(device, "empty");
   auto impl = std::make_shared<TensorImpl>();
-  std::int64_t n = shape_numel(shape);
-  impl->storage = make_storage(static_cast<std::size_t>(n) * dtype_size(dtype), device);
+  impl->storage = make_storage(static_cast<std::size_t>(nbytes), device);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;

@@ -84,8 +84,10 @@ Shape infer_shape(const Shape& requested, std::int64_t numel, const char* op, co
       CIUIC_CHECK(infer_at < 0, ShapeError, op, "shape ", shape_str(requested), " has more than one -1; expected at most one");
       infer_at = static_cast<std::int64_t>(i);
     } else {
-      CIUIC_CHECK(s[i] >= 0, ValueError, op, "negative size in shape ", shape_str(requested), "; expected sizes >= 0 or one -1");
-      known *= s[i];
+      CIUIC_CHECK(s[i] >= 0, ShapeError, op, "negative size ", s[i], " in shape ", shape_str(requested),
+                  " for ", describe(t), "; expected sizes >= 0 or one -1");
+      CIUIC_CHECK(!__builtin_mul_overflow(known, s[i], &known), ShapeError, op, "shape ", shape_str(requested),
+                  " has more than 2^63 - 1 elements; expected the element count of ", describe(t), " (", numel, ")");
     }
   }
   if (infer_at >= 0) {
@@ -122,8 +124,7 @@ Tensor Tensor::flatten(std::int64_t start, std::int64_t end) const {
   std::int64_t s = wrap(start, dim(), "flatten", *this), e = wrap(end, dim(), "flatten", *this);
   CIUIC_CHECK(s <= e, IndexError, "flatten", "start dim ", start, " after end dim ", end, " for ", describe(*this));
   Shape shape(this->shape().begin(), this->shape().begin() + s);
-  std::int64_t n = 1;
-  for (std::int64_t d = s; d <= e; ++d) n *= this->shape()[d];
+  std::int64_t n = shape_numel(Shape(this->shape().begin() + s, this->shape().begin() + e + 1), "flatten");
   shape.push_back(n);
   shape.insert(shape.end(), this->shape().begin() + e + 1, this->shape().end());
   return reshape(shape);
@@ -164,8 +165,9 @@ Tensor Tensor::slice(std::int64_t d, std::int64_t start, std::int64_t end, std::
   CIUIC_CHECK(s >= 0 && e <= n && s <= e, IndexError, "slice", "range [", start, ", ", end, ") out of range for dim ",
               d, " of size ", n, " in ", describe(*this), "; expected 0 <= start <= end <= ", n);
   Shape shape = this->shape(), strides = this->strides();
-  shape[dd] = (e - s + step - 1) / step;
-  strides[dd] *= step;
+  shape[dd] = e == s ? 0 : (e - s - 1) / step + 1;  // ceil((e - s) / step) without overflow for a huge step
+  // A step that does not fit the stride product leaves at most one element: its stride is never used.
+  if (__builtin_mul_overflow(strides[dd], step, &strides[dd])) strides[dd] = this->strides()[dd];
   std::int64_t off = offset() + s * this->strides()[dd];
   return make_view(*this, shape, strides, off, "slice",
                    scatter_backward(*this, [dd, s, e, step](const Tensor& gi) { return gi.slice(dd, s, e, step); }));
@@ -174,8 +176,12 @@ Tensor Tensor::slice(std::int64_t d, std::int64_t start, std::int64_t end, std::
 Tensor Tensor::narrow(std::int64_t d, std::int64_t start, std::int64_t length) const {
   CIUIC_CHECK(length >= 0, ValueError, "narrow", "length ", length, " for ", describe(*this), "; expected >= 0");
   std::int64_t dd = wrap(d, dim(), "narrow", *this);
-  std::int64_t s = start < 0 ? start + shape()[dd] : start;
-  return slice(dd, s, s + length);
+  const std::int64_t n = shape()[dd];
+  std::int64_t s = start < 0 ? start + n : start, e = 0;
+  CIUIC_CHECK(s >= 0 && !__builtin_add_overflow(s, length, &e) && e <= n, IndexError, "narrow", "start ", start,
+              " and length ", length, " out of range for dim ", d, " of size ", n, " in ", describe(*this),
+              "; expected 0 <= start and start + length <= ", n);
+  return slice(dd, s, e);
 }
 
 Tensor Tensor::select(std::int64_t d, std::int64_t index) const {
@@ -200,6 +206,8 @@ Tensor Tensor::expand(const Shape& requested) const {
   for (std::int64_t i = nn - 1; i >= 0; --i) {
     std::int64_t j = i - (nn - nd);  // matching input dim, or < 0 for a new leading dim
     std::int64_t want = requested[i];
+    CIUIC_CHECK(want >= -1, ShapeError, "expand", "negative size ", want, " at dim ", i, " of ", shape_str(requested),
+                " for ", describe(*this), "; expected sizes >= 0, or -1 to keep an existing dim");
     if (j >= 0) {
       std::int64_t have = this->shape()[j];
       if (want == -1) want = have;
@@ -208,12 +216,13 @@ Tensor Tensor::expand(const Shape& requested) const {
       shape[i] = want;
       strides[i] = have == want ? this->strides()[j] : 0;
     } else {
-      CIUIC_CHECK(want >= 0, ValueError, "expand", "size ", want, " for new leading dim ", i, " in ",
-                  shape_str(requested), "; expected >= 0");
+      CIUIC_CHECK(want >= 0, ShapeError, "expand", "size ", want, " for new leading dim ", i, " in ",
+                  shape_str(requested), " of ", describe(*this), "; expected >= 0 (-1 keeps existing dims only)");
       shape[i] = want;
       strides[i] = 0;
     }
   }
+  shape_numel(shape, "expand");  // ShapeError beyond 2^63 - 1 elements
   Shape in_shape = this->shape();
   return make_view(*this, shape, strides, offset(), "expand", [in_shape](const Tensor& g) { return sum_to(g, in_shape); });
 }

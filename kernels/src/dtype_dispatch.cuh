@@ -5,6 +5,7 @@
 
 #include "ciuic/dtype.h"
 #include "ciuic/error.h"
+#include "ciuic/float_to_int.h"
 
 namespace ciuic::kernels::detail {
 
@@ -18,6 +19,7 @@ template <typename T>
 __device__ __forceinline__ void store_from_double(T* p, double v) {
   if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) *p = T(static_cast<float>(v));
   else if constexpr (std::is_same_v<T, bool>) *p = v != 0.0;
+  else if constexpr (std::is_integral_v<T>) *p = float_to_int<T>(v);  // the CPU's rule: saturate, NaN -> 0
   else *p = static_cast<T>(v);
 }
 

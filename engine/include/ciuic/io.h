@@ -10,7 +10,10 @@
 //
 // Readers validate everything before touching tensor bytes and never read past the
 // file or buffer: any malformed input is an IOError naming the file, the tensor and
-// what was expected. Dtypes map as F32 f32, F16 f16, BF16 bf16, F64 f64, I32 i32,
+// what was expected. As the reference implementation, they refuse a header that does not
+// start with '{' (e.g. a UTF-8 byte-order mark) or contains a NUL byte, and JSON nested
+// deeper than a header's 3 levels. Only regular files are opened (FIFOs, devices and
+// directories are refused without blocking). A header parses in O(n log n) for n tensors. Dtypes map as F32 f32, F16 f16, BF16 bf16, F64 f64, I32 i32,
 // I64 i64, U8 u8, BOOL boolean (one byte, 0 or 1).
 #pragma once
 
@@ -37,8 +40,11 @@ inline constexpr const char* kSafetensorsMetadataKey = "__metadata__";
 
 // Writes tensors (any device, any strides: copied to host, made contiguous) in the given
 // order. Names must be unique, valid UTF-8 and not "__metadata__" (ValueError). The file is
-// written under a temporary name in the same directory and renamed into place, so a failed
-// save leaves any previous file at `path` untouched (IOError on failure).
+// written under a temporary name in the same directory ("<path>.tmp.<pid>.<n>") and renamed
+// into place, so a failed save leaves any previous file at `path` untouched (IOError on
+// failure). A save that is killed leaves its temporary behind; the next save to `path`
+// removes the temporaries of that exact pattern whose process no longer exists (those of
+// live processes, this one included, are left alone). Loaders only read the path given.
 void save_safetensors(const std::string& path, const NamedTensors& tensors, const Metadata& metadata = {});
 
 // All tensors of the file, in file order (ascending data_offsets), on `device`.

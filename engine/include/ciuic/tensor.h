@@ -23,7 +23,11 @@ namespace ciuic {
 
 using Shape = std::vector<std::int64_t>;
 std::string shape_str(const Shape& s);  // "[2, 3]"
-std::int64_t shape_numel(const Shape& s);
+// The element count. ShapeError naming `op` and the shape when a size is negative or the
+// product exceeds 2^63 - 1 (a 0 size anywhere makes the count 0, whatever the others).
+std::int64_t shape_numel(const Shape& s, const char* op = "shape_numel");
+// Row-major strides (elements). Strides of a shape with 0 elements may saturate at 2^63 - 1
+// instead of overflowing; they are never used to address memory.
 Shape contiguous_strides(const Shape& s);
 
 struct AutogradMeta;  // autograd.h
@@ -57,6 +61,9 @@ class Tensor {
   Tensor() = default;
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
+  // Every method below raises ValueError ("<method>: called on an undefined tensor") on a
+  // default-constructed Tensor, except defined(), impl(), impl_ptr(), same(), str() (prints
+  // "tensor(undefined)") and requires_grad() (false), which answer for it.
   bool defined() const { return impl_ != nullptr; }
   TensorImpl* impl() const { return impl_.get(); }
   const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
@@ -202,8 +209,9 @@ std::vector<T> Tensor::to_vector() const {
 template <typename T>
 Tensor from_vector(const std::vector<T>& data, const Shape& shape, TensorOptions opts) {
   static_assert(!std::is_same_v<T, bool>, "std::vector<bool> is packed: use std::vector<uint8_t> with DType::boolean");
-  CIUIC_CHECK(static_cast<std::int64_t>(data.size()) == shape_numel(shape), ShapeError, "from_vector",
-              "got ", data.size(), " values for shape ", shape_str(shape), " (", shape_numel(shape), " elements)");
+  const std::int64_t n = shape_numel(shape, "from_vector");
+  CIUIC_CHECK(static_cast<std::int64_t>(data.size()) == n, ShapeError, "from_vector",
+              "got ", data.size(), " values for shape ", shape_str(shape), " (", n, " elements)");
   return detail::from_host(data.data(), dtype_of<T>::value, shape, opts);
 }
 

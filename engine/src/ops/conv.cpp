@@ -70,8 +70,6 @@ struct Geometry {
   std::int64_t P() const { return OH * OW; }
 };
 
-std::int64_t floor_div(std::int64_t a, std::int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
-
 // Checks everything about the arguments and computes the output geometry.
 Geometry check_conv(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& o) {
   ops::check_defined(kOp, {{"input", &x}, {"weight", &w}});
@@ -105,12 +103,23 @@ Geometry check_conv(const Tensor& x, const Tensor& w, const Tensor& bias, const 
   if (bias.defined())
     CIUIC_CHECK(bias.dim() == 1 && bias.size(0) == g.Cout, ShapeError, kOp, "bias is ", describe(bias),
                 "; expected shape [", g.Cout, "] (one per output channel of weight ", describe(w), ")");
-  g.OH = floor_div(g.H + 2 * g.ph - g.dh * (g.kh - 1) - 1, g.sh) + 1;
-  g.OW = floor_div(g.W + 2 * g.pw - g.dw * (g.kw - 1) - 1, g.sw) + 1;
+  // In 128 bits: padding, dilation and kernel sizes near 2^63 must not overflow the formula.
+  auto out_size = [](std::int64_t in, std::int64_t pad, std::int64_t dil, std::int64_t k, std::int64_t stride) {
+    const __int128 span = static_cast<__int128>(in) + 2 * static_cast<__int128>(pad) -
+                          static_cast<__int128>(dil) * (k - 1) - 1;
+    const __int128 q = span >= 0 ? span / stride : -((-span + stride - 1) / stride);  // floor
+    const __int128 o = q + 1;
+    return o > INT64_MAX ? INT64_MAX : (o < 0 ? std::int64_t{0} : static_cast<std::int64_t>(o));
+  };
+  g.OH = out_size(g.H, g.ph, g.dh, g.kh, g.sh);
+  g.OW = out_size(g.W, g.pw, g.dw, g.kw, g.sw);
   CIUIC_CHECK(g.OH >= 1 && g.OW >= 1, ShapeError, kOp, "computed output size ", g.OH, "x", g.OW,
               " is too small: input ", g.H, "x", g.W, " (", describe(x), "), kernel ", g.kh, "x", g.kw,
               ", dilation (", g.dh, ", ", g.dw, "), padding (", g.ph, ", ", g.pw, "), stride (", g.sh, ", ", g.sw,
               "); expected an output of at least 1x1");
+  // The output and the im2col buffer must have countable sizes (ShapeError naming conv2d otherwise).
+  shape_numel({g.N, g.Cout, g.OH, g.OW}, kOp);
+  shape_numel({g.Cin, g.kh, g.kw, g.OH, g.OW}, kOp);
   return g;
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "ciuic/amp.h"
+#include "ciuic/kernels/elementwise_math.h"
 #include "op_util.h"
 
 namespace ciuic {
@@ -17,6 +18,7 @@ using ops::unary_map;
 using kernels::BinaryOp;
 using kernels::UnaryBackwardOp;
 using kernels::UnaryOp;
+namespace math = kernels::math;  // the per-element rules both devices share (NaN, integer wrap/division)
 
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
   const std::size_t n = std::max(a.size(), b.size());
@@ -59,21 +61,21 @@ bool wants(const Tensor& t) { return t.requires_grad(); }
 Tensor add(const Tensor& a, const Tensor& b) {
   if (auto c = ops::promote(a, b)) return add(c->first, c->second);
   if (auto c = amp::autocast_promote(a, b)) return add(c->first, c->second);
-  Tensor out = binary_map("add", a, b, [](auto x, auto y) { return x + y; }, cuda_op(BinaryOp::add));
+  Tensor out = binary_map("add", a, b, [](auto x, auto y) { return math::Add<decltype(x)>{}(x, y); }, cuda_op(BinaryOp::add));
   return record_binary("add", a, b, out, [](const Tensor& g) { return std::pair{g, g}; });
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
   if (auto c = ops::promote(a, b)) return sub(c->first, c->second);
   if (auto c = amp::autocast_promote(a, b)) return sub(c->first, c->second);
-  Tensor out = binary_map("sub", a, b, [](auto x, auto y) { return x - y; }, cuda_op(BinaryOp::sub));
+  Tensor out = binary_map("sub", a, b, [](auto x, auto y) { return math::Sub<decltype(x)>{}(x, y); }, cuda_op(BinaryOp::sub));
   return record_binary("sub", a, b, out, [](const Tensor& g) { return std::pair{g, neg(g)}; });
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
   if (auto c = ops::promote(a, b)) return mul(c->first, c->second);
   if (auto c = amp::autocast_promote(a, b)) return mul(c->first, c->second);
-  Tensor out = binary_map("mul", a, b, [](auto x, auto y) { return x * y; }, cuda_op(BinaryOp::mul));
+  Tensor out = binary_map("mul", a, b, [](auto x, auto y) { return math::Mul<decltype(x)>{}(x, y); }, cuda_op(BinaryOp::mul));
   if (!needs_grad({&a, &b})) return out;
   SavedTensor sa(wants(b) ? a : Tensor()), sb(wants(a) ? b : Tensor());
   return record_binary("mul", a, b, out, [sa, sb](const Tensor& g) {
@@ -84,7 +86,14 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 Tensor div(const Tensor& a, const Tensor& b) {
   if (auto c = ops::promote(a, b, /*floating_only=*/true)) return div(c->first, c->second);
   if (auto c = amp::autocast_promote(a, b)) return div(c->first, c->second);
-  Tensor out = binary_map("div", a, b, [](auto x, auto y) { return x / y; }, cuda_op(BinaryOp::div));
+  // Integer division truncates; a zero divisor is an error on the CPU (as PyTorch's ZeroDivisionError).
+  Tensor out = binary_map("div", a, b, [&a, &b](auto x, auto y) {
+    using A = decltype(x);
+    if constexpr (std::is_integral_v<A>)
+      CIUIC_CHECK(y != A(0), ValueError, "div", "integer division by zero (", ops::describe_all({{"a", &a}, {"b", &b}}),
+                  "); expected non-zero divisors for integer dtypes (convert to a floating dtype for inf / nan)");
+    return math::Div<A>{}(x, y);
+  }, cuda_op(BinaryOp::div));
   if (!needs_grad({&a, &b})) return out;
   SavedTensor sa(wants(b) ? a : Tensor()), sb(b);
   return record_binary("div", a, b, out, [sa, sb](const Tensor& g) {
@@ -114,7 +123,7 @@ Tensor maximum(const Tensor& a, const Tensor& b) {
   if (auto c = ops::promote(a, b)) return maximum(c->first, c->second);
   if (auto c = amp::autocast_promote(a, b)) return maximum(c->first, c->second);
   Tensor out =
-      binary_map("maximum", a, b, [](auto x, auto y) { return x >= y ? x : y; }, cuda_op(BinaryOp::maximum));
+      binary_map("maximum", a, b, [](auto x, auto y) { return math::Maximum<decltype(x)>{}(x, y); }, cuda_op(BinaryOp::maximum));
   if (!needs_grad({&a, &b})) return out;
   SavedTensor sa(a), sb(b);
   return record_binary("maximum", a, b, out, [sa, sb](const Tensor& g) {
@@ -128,7 +137,7 @@ Tensor minimum(const Tensor& a, const Tensor& b) {
   if (auto c = ops::promote(a, b)) return minimum(c->first, c->second);
   if (auto c = amp::autocast_promote(a, b)) return minimum(c->first, c->second);
   Tensor out =
-      binary_map("minimum", a, b, [](auto x, auto y) { return x <= y ? x : y; }, cuda_op(BinaryOp::minimum));
+      binary_map("minimum", a, b, [](auto x, auto y) { return math::Minimum<decltype(x)>{}(x, y); }, cuda_op(BinaryOp::minimum));
   if (!needs_grad({&a, &b})) return out;
   SavedTensor sa(a), sb(b);
   return record_binary("minimum", a, b, out, [sa, sb](const Tensor& g) {
@@ -217,12 +226,12 @@ Tensor sigmoid(const Tensor& a) {
 }
 
 Tensor relu(const Tensor& a) {
-  Tensor out = unary_map("relu", a, [](auto x) { return x > 0 ? x : decltype(x)(0); }, {UnaryOp::relu});
+  Tensor out = unary_map("relu", a, [](auto x) { return math::Relu<decltype(x)>{}(x); }, {UnaryOp::relu});
   if (!needs_grad({&a})) return out;
   SavedTensor so(out);
   return record_unary("relu", a, out, [so](const Tensor& g) {
     return binary_map<true>(
-        "relu_backward", g, so.unpack("relu"), [](auto gy, auto y) { return y > 0 ? gy : decltype(gy)(0); },
+        "relu_backward", g, so.unpack("relu"), [](auto gy, auto y) { return math::ReluBackward<decltype(y)>{}(gy, y); },
         cuda_op(UnaryBackwardOp::relu));
   });
 }
@@ -298,7 +307,7 @@ Tensor clamp(const Tensor& a, std::optional<double> lo, std::optional<double> hi
   double l = lo.value_or(-INFINITY), h = hi.value_or(INFINITY);
   Tensor out = unary_map("clamp", a, [l, h](auto x) {
     using A = decltype(x);
-    return x < A(l) ? A(l) : (x > A(h) ? A(h) : x);
+    return math::Clamp<A>{A(l), A(h)}(x);
   }, {UnaryOp::clamp, {0.0, l, h}});
   if (!needs_grad({&a})) return out;
   SavedTensor sa(a);

@@ -59,8 +59,13 @@ PoolGeom check_pool(const char* op, const Tensor& x, std::int64_t kernel, std::i
   CIUIC_CHECK(stride >= 0, ValueError, op, "stride = ", stride, "; expected stride >= 1 (or 0 for stride = kernel)");
   CIUIC_CHECK(padding >= 0 && padding <= kernel / 2, ValueError, op, "padding = ", padding, " with kernel = ", kernel,
               "; expected 0 <= padding <= kernel/2 = ", kernel / 2);
+  std::int64_t window = 0;  // avg_pool2d divides by k * k
+  CIUIC_CHECK(!__builtin_mul_overflow(kernel, kernel, &window), ValueError, op, "kernel = ", kernel,
+              "; expected kernel * kernel to fit in int64 (kernel <= 3037000499)");
   g.k = kernel, g.s = stride == 0 ? kernel : stride, g.p = padding;
-  const std::int64_t eh = g.H + 2 * g.p - g.k, ew = g.W + 2 * g.p - g.k;
+  // In 128 bits: a kernel and padding near 2^63 must not overflow (p <= k / 2 keeps the result small).
+  const auto eh = static_cast<std::int64_t>(static_cast<__int128>(g.H) + 2 * static_cast<__int128>(g.p) - g.k);
+  const auto ew = static_cast<std::int64_t>(static_cast<__int128>(g.W) + 2 * static_cast<__int128>(g.p) - g.k);
   g.OH = eh >= 0 ? eh / g.s + 1 : 0;
   g.OW = ew >= 0 ? ew / g.s + 1 : 0;
   CIUIC_CHECK(g.OH >= 1 && g.OW >= 1, ShapeError, op, "computed output size ", g.OH, "x", g.OW, " is too small: input ",

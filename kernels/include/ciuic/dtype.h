@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "ciuic/error.h"
+#include "ciuic/float_to_int.h"
 #include "ciuic/half.h"
 
 namespace ciuic {
@@ -93,7 +94,9 @@ decltype(auto) dispatch_floating(DType t, const char* op, F&& f) {
 }
 
 // Value conversion between any two element types through double (exact for
-// every type here except i64 beyond 2^53, which converts directly).
+// every type here except i64 beyond 2^53, which converts directly). Floating ->
+// integer saturates and maps NaN to 0 (float_to_int); integer -> narrower integer
+// wraps modulo 2^bits; anything -> bool is "!= 0".
 template <typename To, typename From>
 inline To convert(From v) {
   if constexpr (std::is_same_v<To, From>) {
@@ -105,7 +108,9 @@ inline To convert(From v) {
   } else if constexpr (std::is_same_v<To, bool>) {
     return static_cast<float>(v) != 0.0f;
   } else if constexpr (std::is_same_v<From, Half> || std::is_same_v<From, BFloat16>) {
-    return static_cast<To>(static_cast<float>(v));
+    return convert<To>(static_cast<float>(v));
+  } else if constexpr (std::is_integral_v<To> && std::is_floating_point_v<From>) {
+    return float_to_int<To>(v);  // saturates, NaN -> 0 (ciuic/float_to_int.h), as on the GPU
   } else {
     return static_cast<To>(v);
   }

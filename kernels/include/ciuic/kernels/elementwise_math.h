@@ -16,10 +16,67 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 
 #include "ciuic/macros.h"
 
 namespace ciuic::kernels::math {
+
+// ---- the rules every device follows (README, "Errors") ----
+// NaN propagates: relu, maximum, minimum and clamp return NaN when an operand (or a clamp
+// bound) is NaN, as PyTorch does. Integers wrap: i32/i64 add, sub, mul, neg are computed
+// in the unsigned type (two's complement, modulo 2^bits), never signed overflow.
+// Integer division truncates toward zero, INT_MIN / -1 wraps to INT_MIN, and x / 0
+// is 0 here; the CPU op raises on a zero divisor before it gets that far.
+
+template <typename A>
+CIUIC_HD bool is_nan(A x) {
+  if constexpr (std::is_floating_point_v<A>) return x != x;
+  else return false;
+}
+
+// Signed integers wider than int: arithmetic in the unsigned type (no UB). Narrower
+// types are promoted to int by C++ and cannot overflow it; floats are plain IEEE.
+template <typename A>
+inline constexpr bool kWraps = std::is_integral_v<A> && std::is_signed_v<A> && sizeof(A) >= sizeof(int);
+
+template <typename A>
+CIUIC_HD A wrap_add(A x, A y) {
+  if constexpr (kWraps<A>) {
+    using U = std::make_unsigned_t<A>;
+    return static_cast<A>(static_cast<U>(static_cast<U>(x) + static_cast<U>(y)));
+  } else {
+    return static_cast<A>(x + y);
+  }
+}
+template <typename A>
+CIUIC_HD A wrap_sub(A x, A y) {
+  if constexpr (kWraps<A>) {
+    using U = std::make_unsigned_t<A>;
+    return static_cast<A>(static_cast<U>(static_cast<U>(x) - static_cast<U>(y)));
+  } else {
+    return static_cast<A>(x - y);
+  }
+}
+template <typename A>
+CIUIC_HD A wrap_mul(A x, A y) {
+  if constexpr (kWraps<A>) {
+    using U = std::make_unsigned_t<A>;
+    return static_cast<A>(static_cast<U>(static_cast<U>(x) * static_cast<U>(y)));
+  } else {
+    return static_cast<A>(x * y);
+  }
+}
+// Integer division without a trap: truncates, x / -1 = wrapping -x, x / 0 = 0.
+template <typename A>
+CIUIC_HD A int_div(A x, A y) {
+  if (y == A(0)) return A(0);
+  if constexpr (std::is_signed_v<A>) {
+    if (y == A(-1)) return wrap_sub(A(0), x);
+  }
+  return static_cast<A>(x / y);
+}
 
 // ---- constants (double literals, converted to A where used) ----
 constexpr double kSqrt2OverPi = 0.7978845608028654;    // sqrt(2 / pi), GELU tanh form
@@ -51,9 +108,9 @@ template <typename A> struct Tanh {
 template <typename A> struct Sigmoid {
   CIUIC_HD A operator()(A x) const { using std::exp; return A(1) / (A(1) + exp(-x)); }
 };
-// nan -> 0, as the CPU reference (x > 0 is false for nan).
+// nan -> nan (as PyTorch): only x <= 0 becomes 0.
 template <typename A> struct Relu {
-  CIUIC_HD A operator()(A x) const { return x > A(0) ? x : A(0); }
+  CIUIC_HD A operator()(A x) const { return x <= A(0) ? A(0) : x; }
 };
 // 0.5 x (1 + tanh(u)), u = k (x + 0.044715 x^3), k = sqrt(2/pi); computed as
 // x sigmoid(2u) = x / (1 + e^(-2u)) (identical, no cancellation for u << 0; e^(-2u) = inf gives -0).
@@ -75,10 +132,15 @@ template <typename A> struct Silu {
 template <typename A> struct Abs {
   CIUIC_HD A operator()(A x) const { using std::fabs; return fabs(x); }
 };
-// lo/hi may be -inf/+inf (no bound). nan passes through (both comparisons false).
+// lo/hi may be -inf/+inf (no bound). min(max(x, lo), hi) with NaN propagation: a NaN x
+// or a NaN bound gives NaN.
 template <typename A> struct Clamp {
   A lo, hi;
-  CIUIC_HD A operator()(A x) const { return x < lo ? lo : (x > hi ? hi : x); }
+  CIUIC_HD A operator()(A x) const {
+    if (is_nan(x) || is_nan(lo)) return is_nan(x) ? x : lo;
+    if (is_nan(hi)) return hi;
+    return x < lo ? lo : (x > hi ? hi : x);
+  }
 };
 template <typename A> struct PowScalar {
   A e;
@@ -107,26 +169,29 @@ template <typename A> struct RDivScalar {  // s / x
 
 // ---- binary ----
 template <typename A> struct Add {
-  CIUIC_HD A operator()(A x, A y) const { return x + y; }
+  CIUIC_HD A operator()(A x, A y) const { return wrap_add(x, y); }
 };
 template <typename A> struct Sub {
-  CIUIC_HD A operator()(A x, A y) const { return x - y; }
+  CIUIC_HD A operator()(A x, A y) const { return wrap_sub(x, y); }
 };
 template <typename A> struct Mul {
-  CIUIC_HD A operator()(A x, A y) const { return x * y; }
+  CIUIC_HD A operator()(A x, A y) const { return wrap_mul(x, y); }
 };
 template <typename A> struct Div {
-  CIUIC_HD A operator()(A x, A y) const { return x / y; }
+  CIUIC_HD A operator()(A x, A y) const {
+    if constexpr (std::is_integral_v<A>) return int_div(x, y);
+    else return x / y;
+  }
 };
 template <typename A> struct Pow {
   CIUIC_HD A operator()(A x, A y) const { using std::pow; return pow(x, y); }
 };
-// Ties and nan: exactly the CPU rule (x >= y ? x : y), so a nan in x gives y.
+// A nan in either operand gives nan (as PyTorch); ties give x.
 template <typename A> struct Maximum {
-  CIUIC_HD A operator()(A x, A y) const { return x >= y ? x : y; }
+  CIUIC_HD A operator()(A x, A y) const { return (is_nan(x) || x >= y) ? x : y; }
 };
 template <typename A> struct Minimum {
-  CIUIC_HD A operator()(A x, A y) const { return x <= y ? x : y; }
+  CIUIC_HD A operator()(A x, A y) const { return (is_nan(x) || x <= y) ? x : y; }
 };
 
 // ---- derivatives (used by the backward functors below) ----
@@ -157,7 +222,8 @@ CIUIC_HD A silu_grad(A x) {
 }
 
 // ---- backward helpers: (g, x) -> grad_x, or (g, y) -> grad_x where named *FromOut ----
-// relu: the gradient passes where x > 0 (equivalently y > 0).
+// relu: the gradient passes where x > 0 (equivalently y > 0); 0 at a nan (PyTorch passes it
+// there). Kept so: the CUDA comparisons build [d > 0] from this functor (op_util.cpp).
 template <typename A> struct ReluBackward {
   CIUIC_HD A operator()(A g, A x) const { return x > A(0) ? g : A(0); }
 };
