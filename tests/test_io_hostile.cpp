@@ -58,10 +58,11 @@ TEST_CASE("safetensors: deep nesting is refused without recursion", "[io][errors
   const std::string deep_open(200000, '['), deep_close(200000, ']');
   const std::string deep = deep_open + "1" + deep_close;
   // In the metadata, in an entry, as a shape, as a whole entry, as deep objects.
-  for (const std::string& header :
-       {"{\"__metadata__\":{\"k\":" + deep + "}}", "{\"t\":{\"dtype\":\"F32\",\"shape\":" + deep + ",\"data_offsets\":[0,4]}}",
+  for (const std::string& header : std::vector<std::string>{
+           "{\"__metadata__\":{\"k\":" + deep + "}}",
+           "{\"t\":{\"dtype\":\"F32\",\"shape\":" + deep + ",\"data_offsets\":[0,4]}}",
         "{\"t\":{\"dtype\":" + deep + "}}", "{\"t\":" + deep + "}", "{\"__metadata__\":" + deep + "}",
-        "{\"t\":{\"a\":{\"b\":{\"c\":{}}}}}", "{\"t\":{\"shape\":[[1]]}}"}) {
+        std::string("{\"t\":{\"a\":{\"b\":{\"c\":{}}}}}"), std::string("{\"t\":{\"shape\":[[1]]}}")}) {
     INFO(header.substr(0, 60));
     CHECK_THROWS_WITH_ALL(load(file_of(header, std::string(4, '\0'))), IOError, "h.st", "nests values more than 3 deep");
   }

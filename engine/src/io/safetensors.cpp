@@ -38,6 +38,7 @@ namespace {
 // tensors.) The header's key order, which breaks ties between empty tensors, is recorded
 // while parsing instead.
 using Json = nlohmann::json;
+using OrderedJson = nlohmann::ordered_json;  // for writing: keeps the field order of the reference
 
 constexpr std::uint64_t kMaxHeaderBytes = 100ull << 20;  // larger headers are refused as corrupt
 // A valid header nests 3 deep: the object, an entry (or __metadata__), a shape / data_offsets.
@@ -139,6 +140,65 @@ struct ParsedJson {
   std::vector<std::string> top_keys;
 };
 
+// nlohmann's DOM builder (linear: its callback parser rescans the parent object after every
+// child, which is quadratic in the number of tensors) behind the checks a header needs: depth,
+// duplicate keys, and the top-level keys in file order. Errors are thrown at once.
+class HeaderSax {
+ public:
+  using Dom = nlohmann::detail::json_sax_dom_parser<Json>;
+  HeaderSax(const Context& c, ParsedJson& out) : c_(c), out_(out), dom_(out.json) {}
+
+  bool null() { return dom_.null(); }
+  bool boolean(bool v) { return dom_.boolean(v); }
+  bool number_integer(Json::number_integer_t v) { return dom_.number_integer(v); }
+  bool number_unsigned(Json::number_unsigned_t v) { return dom_.number_unsigned(v); }
+  bool number_float(Json::number_float_t v, const Json::string_t& s) { return dom_.number_float(v, s); }
+  bool string(Json::string_t& v) { return dom_.string(v); }
+  bool binary(Json::binary_t& v) { return dom_.binary(v); }
+  bool start_object(std::size_t n) {
+    open();
+    keys_.emplace_back();
+    return dom_.start_object(n);
+  }
+  bool key(Json::string_t& k) {
+    if (!keys_.back().insert(k).second)
+      corrupt(c_, "header has the key '", k, "' twice; expected unique names and fields");
+    if (depth_ == 1) out_.top_keys.push_back(k);
+    return dom_.key(k);
+  }
+  bool end_object() {
+    --depth_;
+    keys_.pop_back();
+    return dom_.end_object();
+  }
+  bool start_array(std::size_t n) {
+    open();
+    return dom_.start_array(n);
+  }
+  bool end_array() {
+    --depth_;
+    return dom_.end_array();
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) {
+    corrupt(c_, "header is not valid JSON (", e.what(), "); expected a JSON object");
+  }
+
+ private:
+  // depth_: the containers open around the one starting (0 for the header object itself).
+  void open() {
+    if (depth_ >= kMaxHeaderDepth)
+      corrupt(c_, "header nests values more than ", kMaxHeaderDepth,
+              " deep; expected {name: {dtype, shape: [..], data_offsets: [..]}}");
+    ++depth_;
+  }
+
+  const Context& c_;
+  ParsedJson& out_;
+  Dom dom_;
+  int depth_ = 0;
+  std::vector<std::unordered_set<std::string>> keys_;  // one set per open object
+};
+
 // Parses JSON, reporting a duplicate key in any object (nlohmann would keep the last) and
 // refusing what the reference implementation refuses: a first byte other than '{' (a UTF-8
 // byte-order mark, leading blanks), NUL bytes (NUL padding), nesting deeper than a header has.
@@ -152,31 +212,9 @@ ParsedJson parse_json(const Context& c, std::string_view text) {
   }
   if (auto nul = text.find('\0'); nul != std::string_view::npos)
     corrupt(c, "header has a NUL byte at offset ", nul, "; expected JSON padded with spaces only");
-  std::vector<std::unordered_set<std::string>> keys;  // one set per open object
-  std::optional<std::string> duplicate;
   ParsedJson out;
-  auto track = [&](int depth, Json::parse_event_t ev, Json& parsed) {
-    // depth: the number of enclosing values (0 for the header object itself).
-    if ((ev == Json::parse_event_t::object_start || ev == Json::parse_event_t::array_start) && depth >= kMaxHeaderDepth)
-      corrupt(c, "header nests values more than ", kMaxHeaderDepth,
-              " deep; expected {name: {dtype, shape: [..], data_offsets: [..]}}");
-    if (ev == Json::parse_event_t::object_start) {
-      keys.emplace_back();
-    } else if (ev == Json::parse_event_t::object_end) {
-      if (!keys.empty()) keys.pop_back();
-    } else if (ev == Json::parse_event_t::key && !keys.empty() && parsed.is_string()) {
-      const auto& k = parsed.get_ref<const std::string&>();
-      if (!keys.back().insert(k).second && !duplicate) duplicate = k;
-      if (depth == 1 && !duplicate) out.top_keys.push_back(k);
-    }
-    return true;
-  };
-  try {
-    out.json = Json::parse(text.begin(), text.end(), track);
-  } catch (const Json::exception& e) {
-    corrupt(c, "header is not valid JSON (", e.what(), "); expected a JSON object");
-  }
-  if (duplicate) corrupt(c, "header has the key '", *duplicate, "' twice; expected unique names and fields");
+  HeaderSax sax(c, out);
+  Json::sax_parse(text.begin(), text.end(), &sax);
   return out;
 }
 
@@ -344,7 +382,7 @@ const char* file_kind(mode_t m) {
   if (S_ISCHR(m)) return "a character device";
   if (S_ISBLK(m)) return "a block device";
   if (S_ISSOCK(m)) return "a socket";
-  return "not a regular file";
+  return "of an unknown kind";
 }
 
 // Opens without blocking (a FIFO with no writer would block a plain open forever), checks
@@ -360,7 +398,8 @@ void open_for_read(const Context& c, OpenFile& of) {
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    detail::fail<IOError>(c.op, "'", c.source, "' is ", file_kind(st.st_mode), "; expected a regular file");
+    detail::fail<IOError>(c.op, "'", c.source, "' is not a regular file but ", file_kind(st.st_mode),
+                          "; expected a regular file");
   }
   const int flags = fcntl(fd, F_GETFL);
   if (flags >= 0) (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);  // plain blocking reads from here on
@@ -410,29 +449,34 @@ std::string encode_header(const char* op, const NamedTensors& tensors, const Met
     CIUIC_CHECK(seen.insert(name).second, ValueError, op, "the name '", name,
                 "' appears twice; expected unique tensor names");
   }
-  Json header = Json::object();
+  // Written piece by piece in the given order (a JSON object built by insertion would be
+  // sorted, or quadratic with nlohmann's ordered_json); each piece is one small JSON value.
+  std::string text = "{";
+  auto dump = [&](const OrderedJson& v) {
+    try {
+      return v.dump();
+    } catch (const OrderedJson::exception& e) {  // invalid UTF-8 in a name or metadata string
+      detail::fail<ValueError>(op, "cannot encode the header (", e.what(),
+                               "); expected tensor names and metadata to be valid UTF-8");
+    }
+  };
   if (!metadata.empty()) {
-    Json m = Json::object();
+    OrderedJson m = OrderedJson::object();
     for (const auto& [k, v] : metadata) m[k] = v;
-    header[kSafetensorsMetadataKey] = std::move(m);
+    text += dump(OrderedJson(kSafetensorsMetadataKey)) + ":" + dump(m);
   }
   std::uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
     std::uint64_t bytes = static_cast<std::uint64_t>(t.numel()) * t.element_size();
-    Json entry = Json::object();
+    OrderedJson entry = OrderedJson::object();
     entry["dtype"] = code_of(t.dtype());
     entry["shape"] = t.shape();
     entry["data_offsets"] = {offset, offset + bytes};
-    header[name] = std::move(entry);
+    if (text.size() > 1) text += ",";
+    text += dump(OrderedJson(name)) + ":" + dump(entry);
     offset += bytes;
   }
-  std::string text;
-  try {
-    text = header.dump();
-  } catch (const Json::exception& e) {  // invalid UTF-8 in a name or metadata string
-    detail::fail<ValueError>(op, "cannot encode the header (", e.what(),
-                             "); expected tensor names and metadata to be valid UTF-8");
-  }
+  text += "}";
   text.append((8 - text.size() % 8) % 8, ' ');  // 8 + N stays a multiple of 8
   std::string out(8, '\0');
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(static_cast<std::uint64_t>(text.size()) >> (8 * i));
