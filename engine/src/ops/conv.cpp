@@ -109,7 +109,7 @@ Geometry check_conv(const Tensor& x, const Tensor& w, const Tensor& bias, const 
                           static_cast<__int128>(dil) * (k - 1) - 1;
     const __int128 q = span >= 0 ? span / stride : -((-span + stride - 1) / stride);  // floor
     const __int128 o = q + 1;
-    return o > INT64_MAX ? INT64_MAX : (o < 0 ? std::int64_t{0} : static_cast<std::int64_t>(o));
+    return o > INT64_MAX ? INT64_MAX : (o < INT64_MIN ? INT64_MIN : static_cast<std::int64_t>(o));
   };
   g.OH = out_size(g.H, g.ph, g.dh, g.kh, g.sh);
   g.OW = out_size(g.W, g.pw, g.dw, g.kw, g.sw);
