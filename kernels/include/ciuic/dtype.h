@@ -92,10 +92,12 @@ decltype(auto) dispatch_floating(DType t, const char* op, F&& f) {
   detail::fail<DTypeError>(op, "got dtype ", dtype_name(t), "; expected a floating dtype (f32, f64, f16, bf16)");
 }
 
-// Value conversion between any two element types through double (exact for
-// every type here except i64 beyond 2^53, which converts directly).
+// Value conversion between any two element types: C++'s static_cast (integers wrap
+// modulo 2^bits, integer -> float rounds once to nearest), except that f16/bf16 go
+// through f32 and bool is "!= 0 after rounding to f32". Host and device (the GPU's
+// copy kernel calls this same function), so casts agree bit for bit on both.
 template <typename To, typename From>
-inline To convert(From v) {
+CIUIC_HD To convert(From v) {
   if constexpr (std::is_same_v<To, From>) {
     return v;
   } else if constexpr (std::is_same_v<To, Half> || std::is_same_v<To, BFloat16>) {
