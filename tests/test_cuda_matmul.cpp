@@ -87,7 +87,7 @@ TEST_CASE("matmul and linear on operands that are not 16-byte aligned match the 
     Tensor flat_a = uniform({33 * 29 + 1}, -1, 1, dt), flat_b = uniform({29 * 17 + 3}, -1, 1, dt);
     Tensor wide = uniform({33, 30}, -1, 1, dt);
     for (int variant = 0; variant < 2; ++variant) {
-      INFO(variant == 0 ? "pointer offset by one element" : "odd leading dimension");
+      INFO((variant == 0 ? "pointer offset by one element" : "odd leading dimension"));
       auto make_a = [&](const Tensor& fa, const Tensor& wd) {
         return variant == 0 ? fa.slice(0, 1, 33 * 29 + 1).view({33, 29}) : wd.narrow(1, 1, 29);
       };

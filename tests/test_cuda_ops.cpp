@@ -101,6 +101,10 @@ using OpFn = std::function<Tensor(const std::vector<Tensor>&)>;
 void check_op(const std::string& what, double bound, const std::vector<In>& ins, const OpFn& op,
               bool grads = true, bool cpu_f64 = false, double grad_atol = 0) {
   INFO(what);
+  // With the CPU as the device under test both sides run the same f32 code: the f64
+  // reference (meant for the GPU's tree-ordered sums) would measure the CPU's own
+  // sequential drift instead.
+  cpu_f64 = cpu_f64 && dut_is_gpu();
   std::vector<Tensor> leaves[2];
   Tensor out[2];
   for (int side = 0; side < 2; ++side) {
