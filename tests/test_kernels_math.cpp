@@ -572,7 +572,7 @@ TEST_CASE("online softmax: a +inf anywhere in the row makes the state nan in eve
     for (double x : v) m = std::max(m, x);
     for (double x : v) s += std::exp(x - m);
     REQUIRE(std::isnan(s));
-    for (int G : {1, 2, 32, 256, 1024}) {
+    for (int G : {32, 64, 256, 1024}) {  // the emulator models whole warps
       INFO("n " << n << " G " << G);
       auto push = [&](SoftmaxState<double> st, std::int64_t j) { return softmax_push(st, v[j]); };
       auto merge = [](auto a, auto b) { return softmax_merge(a, b); };
