@@ -5,7 +5,9 @@
 // outputs poisoned with nan first, odd sizes, non-contiguous and unaligned
 // operands. Error bound: ||out - ref|| / ||ref|| <= 1e-5 (f32), 1e-12 (f64),
 // 1e-2 (f16, bf16); selections, gathers, maxima and dropout are compared exactly.
-// Without a GPU every case skips (CIUIC_REQUIRE_GPU); a CPU-only build has none.
+// Without a GPU the CPU is the device under test: the launchers are skipped
+// (CIUIC_DUT_GPU_ONLY), checks of their outputs are evaluated but not asserted
+// (CHECK_ON_GPU), and the setup and references run. A CPU-only build has none.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "ciuic/ciuic.h"
+#include "device_under_test.h"
 #include "test_util.h"
 
 #if defined(CIUIC_WITH_CUDA)
@@ -28,15 +31,17 @@
 
 using namespace ciuic;
 namespace k = ciuic::kernels;
+using ciuic::test::dut;
 
 namespace {
 
-const Device kGpu = Device::cuda(0);
 const DType kFloats[] = {DType::f32, DType::f64, DType::f16, DType::bf16};
 
-TensorOptions gpu(DType dt) { return TensorOptions(dt).device(kGpu); }
-void* stream() { return current_stream(kGpu); }
-void gpu_sync() { synchronize(kGpu); }
+// The device under test (device_under_test.h): cuda:0, or the CPU without a GPU,
+// where the launchers are skipped and everything else runs.
+TensorOptions gpu(DType dt) { return ciuic::test::on_dut(dt); }
+void* stream() { return ciuic::test::dut_stream(); }
+void gpu_sync() { ciuic::test::dut_sync(); }
 
 Tensor poison(const Shape& s, DType dt) {
   return is_floating(dt) ? full(s, NAN, gpu(dt)) : full(s, -123, gpu(dt));
@@ -86,7 +91,7 @@ double rel_err(const std::vector<double>& got, const std::vector<double>& ref) {
   do {                                                            \
     const double err_ = rel_err(vals(got), vals(ref));            \
     INFO("dtype " << dtype_name(dt) << ", rel err " << err_);     \
-    CHECK(err_ <= tol(dt));                                       \
+    CHECK_ON_GPU(err_ <= tol(dt));                                \
   } while (0)
 
 bool bit_equal(const Tensor& a, const Tensor& b) {
@@ -136,13 +141,13 @@ std::vector<UnaryCase> unary_cases() {
 }  // namespace
 
 TEST_CASE("unary kernels match the CPU ops on odd sizes, strided and unaligned inputs", "[cuda][kernels]") {
-  CIUIC_REQUIRE_GPU();
+  INFO("device under test: " << ciuic::test::dut_name());
   manual_seed(101);
   for (const auto& c : unary_cases()) {
     for (DType dt : kFloats) {
       INFO(k::unary_op_name(c.op) << " " << dtype_name(dt));
       auto run = [&](const Tensor& x, Tensor out) {
-        k::unary(c.op, out.data_ptr(), x.data_ptr(), layout_of(x), dt, x.numel(), c.args, stream());
+        CIUIC_DUT_GPU_ONLY(k::unary(c.op, out.data_ptr(), x.data_ptr(), layout_of(x), dt, x.numel(), c.args, stream()));
         gpu_sync();
         CHECK_CLOSE(out, c.ref(host64(x)), dt);
       };
@@ -156,7 +161,7 @@ TEST_CASE("unary kernels match the CPU ops on odd sizes, strided and unaligned i
       run(xu, poison({1002}, dt).slice(0, 1, 1002));
       Tensor xi = rnd({1003}, dt, c.lo, c.hi);  // in place
       Tensor want = c.ref(host64(xi));
-      k::unary(c.op, xi.data_ptr(), xi.data_ptr(), layout_of(xi), dt, xi.numel(), c.args, stream());
+      CIUIC_DUT_GPU_ONLY(k::unary(c.op, xi.data_ptr(), xi.data_ptr(), layout_of(xi), dt, xi.numel(), c.args, stream()));
       gpu_sync();
       CHECK_CLOSE(xi, want, dt);
     }
@@ -164,7 +169,7 @@ TEST_CASE("unary kernels match the CPU ops on odd sizes, strided and unaligned i
 }
 
 TEST_CASE("binary kernels broadcast and match the CPU ops", "[cuda][kernels]") {
-  CIUIC_REQUIRE_GPU();
+  INFO("device under test: " << ciuic::test::dut_name());
   manual_seed(102);
   using B = k::BinaryOp;
   const std::vector<std::pair<B, std::function<Tensor(const Tensor&, const Tensor&)>>> ops = {
@@ -182,8 +187,8 @@ TEST_CASE("binary kernels broadcast and match the CPU ops", "[cuda][kernels]") {
       auto run = [&](const Tensor& a, const Tensor& b, const Shape& shape) {
         Tensor ae = a.expand(shape), be = b.expand(shape);
         Tensor out = poison(shape, dt);
-        k::binary(op, out.data_ptr(), ae.data_ptr(), layout_of(ae), be.data_ptr(), layout_of(be), dt, out.numel(),
-                  stream());
+        CIUIC_DUT_GPU_ONLY(k::binary(op, out.data_ptr(), ae.data_ptr(), layout_of(ae), be.data_ptr(), layout_of(be), dt, out.numel(),
+                  stream()));
         gpu_sync();
         CHECK_CLOSE(out, ref(host64(ae), host64(be)), dt);
       };
@@ -203,19 +208,19 @@ TEST_CASE("binary kernels broadcast and match the CPU ops", "[cuda][kernels]") {
       Tensor b = uniform({1, 1001}, -1000, 1000, gpu(DType::f64)).to(dt).expand({3, 1001});
       Tensor ae = a.expand({3, 1001});
       Tensor out = poison({3, 1001}, dt);
-      k::binary(op, out.data_ptr(), ae.data_ptr(), layout_of(ae), b.data_ptr(), layout_of(b), dt, out.numel(),
-                stream());
+      CIUIC_DUT_GPU_ONLY(k::binary(op, out.data_ptr(), ae.data_ptr(), layout_of(ae), b.data_ptr(), layout_of(b), dt, out.numel(),
+                stream()));
       gpu_sync();
       Tensor ac = ae.to(Device::cpu()), bc = b.to(Device::cpu());
       Tensor want = op == B::add ? add(ac, bc) : op == B::sub ? sub(ac, bc) : op == B::mul ? mul(ac, bc)
                   : op == B::maximum ? maximum(ac, bc) : minimum(ac, bc);
-      CHECK(vals(out) == vals(want));
+      CHECK_ON_GPU(vals(out) == vals(want));
     }
   }
 }
 
 TEST_CASE("activation backward kernels match the CPU autograd", "[cuda][kernels]") {
-  CIUIC_REQUIRE_GPU();
+  INFO("device under test: " << ciuic::test::dut_name());
   manual_seed(103);
   using U = k::UnaryBackwardOp;
   const std::vector<std::pair<U, std::function<Tensor(const Tensor&)>>> ops = {
@@ -239,7 +244,7 @@ TEST_CASE("activation backward kernels match the CPU autograd", "[cuda][kernels]
         Tensor x64 = host64(x), g64 = host64(g), ref;
         Tensor saved = x;
         if (from_out) {
-          saved = fwd(x64).to(dt).to(kGpu);
+          saved = fwd(x64).to(dt).to(dut());
           Tensor y = host64(saved);
           ref = op == U::tanh_from_out ? mul(g64, rsub(mul(y, y), 1.0)) : mul(mul(g64, y), rsub(y, 1.0));
         } else {
@@ -248,8 +253,8 @@ TEST_CASE("activation backward kernels match the CPU autograd", "[cuda][kernels]
           ref = x64.grad();
         }
         Tensor gx = poison({n}, dt);
-        k::unary_backward(op, gx.data_ptr(), g.data_ptr(), layout_of(g), saved.data_ptr(), layout_of(saved), dt, n,
-                          -0.5, 0.75, stream());
+        CIUIC_DUT_GPU_ONLY(k::unary_backward(op, gx.data_ptr(), g.data_ptr(), layout_of(g), saved.data_ptr(), layout_of(saved), dt, n,
+                          -0.5, 0.75, stream()));
         gpu_sync();
         CHECK_CLOSE(gx, ref, dt);
       }
@@ -258,19 +263,19 @@ TEST_CASE("activation backward kernels match the CPU autograd", "[cuda][kernels]
 }
 
 TEST_CASE("where selects exactly with broadcast operands", "[cuda][kernels]") {
-  CIUIC_REQUIRE_GPU();
+  INFO("device under test: " << ciuic::test::dut_name());
   manual_seed(104);
   for (DType dt : {DType::f32, DType::f64, DType::f16, DType::bf16, DType::i32, DType::i64, DType::u8}) {
     INFO(dtype_name(dt));
     const Shape shape{31, 7};
-    Tensor cond = gt(uniform({31, 1}, 0, 1, DType::f32), 0.5).to(kGpu).expand(shape);
+    Tensor cond = gt(uniform({31, 1}, 0, 1, DType::f32), 0.5).to(dut()).expand(shape);
     Tensor a = uniform({31, 7}, 0, 100, gpu(DType::f64)).to(dt);
     Tensor b = uniform({7, 31}, 0, 100, gpu(DType::f64)).to(dt).t();  // transposed
     Tensor out = poison(shape, dt);
-    k::where(out.data_ptr(), cond.data_ptr(), layout_of(cond), a.data_ptr(), layout_of(a), b.data_ptr(),
-             layout_of(b), dt, out.numel(), stream());
+    CIUIC_DUT_GPU_ONLY(k::where(out.data_ptr(), cond.data_ptr(), layout_of(cond), a.data_ptr(), layout_of(a), b.data_ptr(),
+             layout_of(b), dt, out.numel(), stream()));
     gpu_sync();
-    CHECK(vals(out) == vals(where(cond.to(Device::cpu()), a.to(Device::cpu()), b.to(Device::cpu()))));
+    CHECK_ON_GPU(vals(out) == vals(where(cond.to(Device::cpu()), a.to(Device::cpu()), b.to(Device::cpu()))));
   }
 }
 
@@ -290,7 +295,7 @@ Tensor workspace(std::size_t bytes) { return empty({static_cast<std::int64_t>(by
 }  // namespace
 
 TEST_CASE("reduce_sum and mean match the CPU sum, deterministically", "[cuda][kernels]") {
-  CIUIC_REQUIRE_GPU();
+  INFO("device under test: " << ciuic::test::dut_name());
   manual_seed(105);
   for (const auto& d : kReduceDims) {
     for (DType dt : kFloats) {
@@ -300,24 +305,24 @@ TEST_CASE("reduce_sum and mean match the CPU sum, deterministically", "[cuda][ke
         // values of size ~1/reduce with a nonzero mean: sums stay O(1), fine for f16
         // (engine ops run on the CPU only: scale there, then move)
         Tensor x = mul(uniform({d.outer, d.reduce, d.inner}, -1, 2, DType::f64), 1.0 / static_cast<double>(d.reduce))
-                       .to(kGpu, dt);
+                       .to(dut(), dt);
         Tensor ref = op == k::ReduceOp::sum ? sum(host64(x), {1}) : mean(host64(x), {1});
         const std::size_t bytes = k::reduce_workspace_bytes(op, dt, d.outer, d.reduce, d.inner, true);
         Tensor ws = workspace(bytes);
         Tensor out1 = poison({d.outer, d.inner}, dt), out2 = poison({d.outer, d.inner}, dt);
-        k::reduce_sum(op, out1.data_ptr(), x.data_ptr(), dt, d.outer, d.reduce, d.inner, true, ws.data_ptr(), bytes,
-                      stream());
-        k::reduce_sum(op, out2.data_ptr(), x.data_ptr(), dt, d.outer, d.reduce, d.inner, true, ws.data_ptr(), bytes,
-                      stream());
+        CIUIC_DUT_GPU_ONLY(k::reduce_sum(op, out1.data_ptr(), x.data_ptr(), dt, d.outer, d.reduce, d.inner, true, ws.data_ptr(), bytes,
+                      stream()));
+        CIUIC_DUT_GPU_ONLY(k::reduce_sum(op, out2.data_ptr(), x.data_ptr(), dt, d.outer, d.reduce, d.inner, true, ws.data_ptr(), bytes,
+                      stream()));
         gpu_sync();
         CHECK_CLOSE(out1, ref, dt);
-        CHECK(bit_equal(out1, out2));
+        CHECK_ON_GPU(bit_equal(out1, out2));
         // the atomic path (f32/f64 only differ; others take the two-pass path again)
         const std::size_t nb = k::reduce_workspace_bytes(op, dt, d.outer, d.reduce, d.inner, false);
         Tensor ws2 = workspace(nb);
         Tensor out3 = poison({d.outer, d.inner}, dt);
-        k::reduce_sum(op, out3.data_ptr(), x.data_ptr(), dt, d.outer, d.reduce, d.inner, false, ws2.data_ptr(), nb,
-                      stream());
+        CIUIC_DUT_GPU_ONLY(k::reduce_sum(op, out3.data_ptr(), x.data_ptr(), dt, d.outer, d.reduce, d.inner, false, ws2.data_ptr(), nb,
+                      stream()));
         gpu_sync();
         CHECK_CLOSE(out3, ref, dt);
       }
@@ -330,21 +335,21 @@ TEST_CASE("reduce_sum and mean match the CPU sum, deterministically", "[cuda][ke
       const std::size_t bytes = k::reduce_workspace_bytes(k::ReduceOp::sum, dt, d.outer, d.reduce, d.inner);
       Tensor ws = workspace(bytes);
       Tensor out = poison({d.outer, d.inner}, dt);
-      k::reduce_sum(k::ReduceOp::sum, out.data_ptr(), x.data_ptr(), dt, d.outer, d.reduce, d.inner, true,
-                    ws.data_ptr(), bytes, stream());
+      CIUIC_DUT_GPU_ONLY(k::reduce_sum(k::ReduceOp::sum, out.data_ptr(), x.data_ptr(), dt, d.outer, d.reduce, d.inner, true,
+                    ws.data_ptr(), bytes, stream()));
       gpu_sync();
-      CHECK(vals(out) == vals(sum(x.to(Device::cpu()), {1})));
+      CHECK_ON_GPU(vals(out) == vals(sum(x.to(Device::cpu()), {1})));
     }
   }
   // reduce == 0: sum 0, mean nan
   Tensor out = poison({3, 2}, DType::f32);
-  k::reduce_sum(k::ReduceOp::sum, out.data_ptr(), nullptr, DType::f32, 3, 0, 2, true, nullptr, 0, stream());
+  CIUIC_DUT_GPU_ONLY(k::reduce_sum(k::ReduceOp::sum, out.data_ptr(), nullptr, DType::f32, 3, 0, 2, true, nullptr, 0, stream()));
   gpu_sync();
-  for (double v : vals(out)) CHECK(v == 0.0);
+  for (double v : vals(out)) CHECK_ON_GPU(v == 0.0);
 }
 
 TEST_CASE("reduce_var matches the CPU var with both corrections", "[cuda][kernels]") {
-  CIUIC_REQUIRE_GPU();
+  INFO("device under test: " << ciuic::test::dut_name());
   manual_seed(106);
   for (const auto& d : kReduceDims) {
     if (d.reduce < 2) continue;
@@ -357,8 +362,8 @@ TEST_CASE("reduce_var matches the CPU var with both corrections", "[cuda][kernel
         const std::size_t bytes = k::reduce_workspace_bytes(k::ReduceOp::var, dt, d.outer, d.reduce, d.inner);
         Tensor ws = workspace(bytes);
         Tensor v = poison({d.outer, d.inner}, dt), m = poison({d.outer, d.inner}, dt);
-        k::reduce_var(v.data_ptr(), m.data_ptr(), x.data_ptr(), dt, d.outer, d.reduce, d.inner, correction,
-                      ws.data_ptr(), bytes, stream());
+        CIUIC_DUT_GPU_ONLY(k::reduce_var(v.data_ptr(), m.data_ptr(), x.data_ptr(), dt, d.outer, d.reduce, d.inner, correction,
+                      ws.data_ptr(), bytes, stream()));
         gpu_sync();
         CHECK_CLOSE(v, var(x64, {1}, correction), dt);
         CHECK_CLOSE(m, mean(x64, {1}), dt);
@@ -368,7 +373,7 @@ TEST_CASE("reduce_var matches the CPU var with both corrections", "[cuda][kernel
 }
 
 TEST_CASE("reduce_max returns the CPU's values and first indices", "[cuda][kernels]") {
-  CIUIC_REQUIRE_GPU();
+  INFO("device under test: " << ciuic::test::dut_name());
   manual_seed(107);
   for (const auto& d : kReduceDims) {
     for (DType dt : {DType::f32, DType::f64, DType::f16, DType::bf16, DType::i32, DType::i64, DType::u8}) {
@@ -380,27 +385,27 @@ TEST_CASE("reduce_max returns the CPU's values and first indices", "[cuda][kerne
       const std::size_t bytes = k::reduce_workspace_bytes(k::ReduceOp::max, dt, d.outer, d.reduce, d.inner);
       Tensor ws = workspace(bytes);
       Tensor v = poison({d.outer, d.inner}, dt), i = poison({d.outer, d.inner}, DType::i64);
-      k::reduce_max(v.data_ptr(), static_cast<std::int64_t*>(i.data_ptr()), x.data_ptr(), dt, d.outer, d.reduce,
-                    d.inner, ws.data_ptr(), bytes, stream());
+      CIUIC_DUT_GPU_ONLY(k::reduce_max(v.data_ptr(), static_cast<std::int64_t*>(i.data_ptr()), x.data_ptr(), dt, d.outer, d.reduce,
+                    d.inner, ws.data_ptr(), bytes, stream()));
       gpu_sync();
-      CHECK(vals(v) == vals(want_v));
-      CHECK(vals(i) == vals(want_i));
+      CHECK_ON_GPU(vals(v) == vals(want_v));
+      CHECK_ON_GPU(vals(i) == vals(want_i));
       // argmax only
       Tensor i2 = poison({d.outer, d.inner}, DType::i64);
-      k::reduce_max(nullptr, static_cast<std::int64_t*>(i2.data_ptr()), x.data_ptr(), dt, d.outer, d.reduce, d.inner,
-                    ws.data_ptr(), bytes, stream());
+      CIUIC_DUT_GPU_ONLY(k::reduce_max(nullptr, static_cast<std::int64_t*>(i2.data_ptr()), x.data_ptr(), dt, d.outer, d.reduce, d.inner,
+                    ws.data_ptr(), bytes, stream()));
       gpu_sync();
-      CHECK(vals(i2) == vals(want_i));
+      CHECK_ON_GPU(vals(i2) == vals(want_i));
     }
   }
   // nan wins, first nan
-  Tensor x = from_vector<float>({1, NAN, 5, NAN, 2}, {1, 5}).to(kGpu);
+  Tensor x = from_vector<float>({1, NAN, 5, NAN, 2}, {1, 5}).to(dut());
   Tensor v = poison({1}, DType::f32), i = poison({1}, DType::i64);
-  k::reduce_max(v.data_ptr(), static_cast<std::int64_t*>(i.data_ptr()), x.data_ptr(), DType::f32, 1, 5, 1, nullptr, 0,
-                stream());
+  CIUIC_DUT_GPU_ONLY(k::reduce_max(v.data_ptr(), static_cast<std::int64_t*>(i.data_ptr()), x.data_ptr(), DType::f32, 1, 5, 1, nullptr, 0,
+                stream()));
   gpu_sync();
-  CHECK(std::isnan(vals(v)[0]));
-  CHECK(vals(i)[0] == 1);
+  CHECK_ON_GPU(std::isnan(vals(v)[0]));
+  CHECK_ON_GPU(vals(i)[0] == 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -413,7 +418,7 @@ const std::pair<std::int64_t, std::int64_t> kRowShapes[] = {{1, 1},  {7, 31},   
 }
 
 TEST_CASE("softmax and log_softmax kernels match the CPU ops, forward and backward", "[cuda][kernels]") {
-  CIUIC_REQUIRE_GPU();
+  INFO("device under test: " << ciuic::test::dut_name());
   manual_seed(108);
   for (auto [rows, cols] : kRowShapes) {
     for (DType dt : kFloats) {
@@ -421,32 +426,32 @@ TEST_CASE("softmax and log_softmax kernels match the CPU ops, forward and backwa
         INFO(rows << "x" << cols << " " << dtype_name(dt) << (lg ? " log_softmax" : " softmax"));
         Tensor x = rnd({rows, cols}, dt, -8, 8), g = rnd({rows, cols}, dt, -1, 1);
         Tensor y = poison({rows, cols}, dt);
-        k::softmax_forward(y.data_ptr(), x.data_ptr(), dt, rows, cols, lg, stream());
+        CIUIC_DUT_GPU_ONLY(k::softmax_forward(y.data_ptr(), x.data_ptr(), dt, rows, cols, lg, stream()));
         gpu_sync();
         Tensor x64 = host64(x).requires_grad_(true);
         Tensor y64 = lg ? log_softmax(x64, -1) : softmax(x64, -1);
         CHECK_CLOSE(y, y64, dt);
         y64.backward(host64(g));
         Tensor gx = poison({rows, cols}, dt);
-        k::softmax_backward(gx.data_ptr(), g.data_ptr(), y.data_ptr(), dt, rows, cols, lg, stream());
+        CIUIC_DUT_GPU_ONLY(k::softmax_backward(gx.data_ptr(), g.data_ptr(), y.data_ptr(), dt, rows, cols, lg, stream()));
         gpu_sync();
         CHECK_CLOSE(gx, x64.grad(), dt);
         // in place: y over x, grad_x over grad_y
         Tensor xi = x.clone(), gi = g.clone();
-        k::softmax_forward(xi.data_ptr(), xi.data_ptr(), dt, rows, cols, lg, stream());
-        k::softmax_backward(gi.data_ptr(), gi.data_ptr(), xi.data_ptr(), dt, rows, cols, lg, stream());
+        CIUIC_DUT_GPU_ONLY(k::softmax_forward(xi.data_ptr(), xi.data_ptr(), dt, rows, cols, lg, stream()));
+        CIUIC_DUT_GPU_ONLY(k::softmax_backward(gi.data_ptr(), gi.data_ptr(), xi.data_ptr(), dt, rows, cols, lg, stream()));
         gpu_sync();
-        CHECK(bit_equal(xi, y));
-        CHECK(bit_equal(gi, gx));
+        CHECK_ON_GPU(bit_equal(xi, y));
+        CHECK_ON_GPU(bit_equal(gi, gx));
       }
     }
   }
   // a row of -inf gives nan, as on the CPU
   Tensor x = full({2, 40}, -INFINITY, gpu(DType::f32));
   Tensor y = poison({2, 40}, DType::f32);
-  k::softmax_forward(y.data_ptr(), x.data_ptr(), DType::f32, 2, 40, false, stream());
+  CIUIC_DUT_GPU_ONLY(k::softmax_forward(y.data_ptr(), x.data_ptr(), DType::f32, 2, 40, false, stream()));
   gpu_sync();
-  for (double v : vals(y)) CHECK(std::isnan(v));
+  for (double v : vals(y)) CHECK_ON_GPU(std::isnan(v));
 }
 
 // ---------------------------------------------------------------------------
@@ -454,7 +459,7 @@ TEST_CASE("softmax and log_softmax kernels match the CPU ops, forward and backwa
 // ---------------------------------------------------------------------------
 
 TEST_CASE("layer_norm and rms_norm kernels match the CPU ops, forward and backward", "[cuda][kernels]") {
-  CIUIC_REQUIRE_GPU();
+  INFO("device under test: " << ciuic::test::dut_name());
   manual_seed(109);
   const std::pair<std::int64_t, std::int64_t> shapes[] = {{1, 1},    {7, 31},  {33, 1000}, {4, 1025},
                                                           {3, 9000}, {4099, 33}, {20000, 7}};
@@ -471,9 +476,9 @@ TEST_CASE("layer_norm and rms_norm kernels match the CPU ops, forward and backwa
           const void* wp = w.defined() ? w.data_ptr() : nullptr;
           const void* bp = b.defined() ? b.data_ptr() : nullptr;
           const double eps = 1e-5;
-          if (rms) k::rms_norm_forward(y.data_ptr(), rstd_t.data_ptr(), x.data_ptr(), wp, dt, rows, cols, eps, stream());
-          else k::layer_norm_forward(y.data_ptr(), mean_t.data_ptr(), rstd_t.data_ptr(), x.data_ptr(), wp, bp, dt, rows,
-                                     cols, eps, stream());
+          if (rms) CIUIC_DUT_GPU_ONLY(k::rms_norm_forward(y.data_ptr(), rstd_t.data_ptr(), x.data_ptr(), wp, dt, rows, cols, eps, stream()));
+          else CIUIC_DUT_GPU_ONLY(k::layer_norm_forward(y.data_ptr(), mean_t.data_ptr(), rstd_t.data_ptr(), x.data_ptr(), wp, bp, dt, rows,
+                                     cols, eps, stream()));
           gpu_sync();
           Tensor x64 = host64(x).requires_grad_(true);
           Tensor w64 = w.defined() ? host64(w).requires_grad_(true) : Tensor();
@@ -492,15 +497,15 @@ TEST_CASE("layer_norm and rms_norm kernels match the CPU ops, forward and backwa
           Tensor gx = poison({rows, cols}, dt), gw = poison({cols}, dt), gb = poison({cols}, dt);
           Tensor gw2 = poison({cols}, dt);
           for (Tensor* out_w : {&gw, &gw2}) {
-            if (rms) k::rms_norm_backward(gx.data_ptr(), out_w->data_ptr(), g.data_ptr(), x.data_ptr(), wp,
-                                          rstd_t.data_ptr(), dt, rows, cols, ws.data_ptr(), bytes, stream());
-            else k::layer_norm_backward(gx.data_ptr(), out_w->data_ptr(), gb.data_ptr(), g.data_ptr(), x.data_ptr(), wp,
+            if (rms) CIUIC_DUT_GPU_ONLY(k::rms_norm_backward(gx.data_ptr(), out_w->data_ptr(), g.data_ptr(), x.data_ptr(), wp,
+                                          rstd_t.data_ptr(), dt, rows, cols, ws.data_ptr(), bytes, stream()));
+            else CIUIC_DUT_GPU_ONLY(k::layer_norm_backward(gx.data_ptr(), out_w->data_ptr(), gb.data_ptr(), g.data_ptr(), x.data_ptr(), wp,
                                         mean_t.data_ptr(), rstd_t.data_ptr(), dt, rows, cols, ws.data_ptr(), bytes,
-                                        stream());
+                                        stream()));
           }
           gpu_sync();
           CHECK_CLOSE(gx, x64.grad(), dt);
-          CHECK(bit_equal(gw, gw2));  // deterministic parameter gradients
+          CHECK_ON_GPU(bit_equal(gw, gw2));  // deterministic parameter gradients
           if (affine) {
             CHECK_CLOSE(gw, w64.grad(), dt);
             if (!rms) CHECK_CLOSE(gb, b64.grad(), dt);
@@ -517,7 +522,7 @@ TEST_CASE("layer_norm and rms_norm kernels match the CPU ops, forward and backwa
 }
 
 TEST_CASE("fused residual add + norm equals add then norm", "[cuda][kernels]") {
-  CIUIC_REQUIRE_GPU();
+  INFO("device under test: " << ciuic::test::dut_name());
   manual_seed(110);
   for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{7, 31}, {33, 1000}, {3, 9000}}) {
     for (DType dt : kFloats) {
@@ -528,29 +533,29 @@ TEST_CASE("fused residual add + norm equals add then norm", "[cuda][kernels]") {
         Tensor y = poison({rows, cols}, dt), h = poison({rows, cols}, dt);
         Tensor mean_t = poison({rows}, acc), rstd_t = poison({rows}, acc);
         if (rms)
-          k::add_rms_norm_forward(y.data_ptr(), h.data_ptr(), rstd_t.data_ptr(), x.data_ptr(), r.data_ptr(),
-                                  w.data_ptr(), dt, rows, cols, 1e-6, stream());
+          CIUIC_DUT_GPU_ONLY(k::add_rms_norm_forward(y.data_ptr(), h.data_ptr(), rstd_t.data_ptr(), x.data_ptr(), r.data_ptr(),
+                                  w.data_ptr(), dt, rows, cols, 1e-6, stream()));
         else
-          k::add_layer_norm_forward(y.data_ptr(), h.data_ptr(), mean_t.data_ptr(), rstd_t.data_ptr(), x.data_ptr(),
-                                    r.data_ptr(), w.data_ptr(), b.data_ptr(), dt, rows, cols, 1e-6, stream());
+          CIUIC_DUT_GPU_ONLY(k::add_layer_norm_forward(y.data_ptr(), h.data_ptr(), mean_t.data_ptr(), rstd_t.data_ptr(), x.data_ptr(),
+                                    r.data_ptr(), w.data_ptr(), b.data_ptr(), dt, rows, cols, 1e-6, stream()));
         gpu_sync();
         // residual_out is the dtype's rounding of x + r: exactly the CPU add
         Tensor h_cpu = add(x.to(Device::cpu()), r.to(Device::cpu()));
-        CHECK(vals(h) == vals(h_cpu));
+        CHECK_ON_GPU(vals(h) == vals(h_cpu));
         Tensor h64 = h_cpu.to(DType::f64);
         Tensor ref = rms ? rms_norm(h64, {cols}, host64(w), 1e-6) : layer_norm(h64, {cols}, host64(w), host64(b), 1e-6);
         CHECK_CLOSE(y, ref, dt);
         // in place: residual_out over x
         Tensor xi = x.clone(), y2 = poison({rows, cols}, dt);
         if (rms)
-          k::add_rms_norm_forward(y2.data_ptr(), xi.data_ptr(), nullptr, xi.data_ptr(), r.data_ptr(), w.data_ptr(), dt,
-                                  rows, cols, 1e-6, stream());
+          CIUIC_DUT_GPU_ONLY(k::add_rms_norm_forward(y2.data_ptr(), xi.data_ptr(), nullptr, xi.data_ptr(), r.data_ptr(), w.data_ptr(), dt,
+                                  rows, cols, 1e-6, stream()));
         else
-          k::add_layer_norm_forward(y2.data_ptr(), xi.data_ptr(), nullptr, nullptr, xi.data_ptr(), r.data_ptr(),
-                                    w.data_ptr(), b.data_ptr(), dt, rows, cols, 1e-6, stream());
+          CIUIC_DUT_GPU_ONLY(k::add_layer_norm_forward(y2.data_ptr(), xi.data_ptr(), nullptr, nullptr, xi.data_ptr(), r.data_ptr(),
+                                    w.data_ptr(), b.data_ptr(), dt, rows, cols, 1e-6, stream()));
         gpu_sync();
-        CHECK(bit_equal(xi, h));
-        CHECK(bit_equal(y2, y));
+        CHECK_ON_GPU(bit_equal(xi, h));
+        CHECK_ON_GPU(bit_equal(y2, y));
       }
     }
   }
@@ -561,7 +566,7 @@ TEST_CASE("fused residual add + norm equals add then norm", "[cuda][kernels]") {
 // ---------------------------------------------------------------------------
 
 TEST_CASE("embedding gather and scatter-add match the CPU op", "[cuda][kernels]") {
-  CIUIC_REQUIRE_GPU();
+  INFO("device under test: " << ciuic::test::dut_name());
   manual_seed(111);
   const std::int64_t V = 1000;
   for (std::int64_t C : {1LL, 7LL, 64LL, 300LL}) {
@@ -574,10 +579,11 @@ TEST_CASE("embedding gather and scatter-add match the CPU op", "[cuda][kernels]"
           Tensor idx = uniform({n}, 0, 50, gpu(DType::f64)).to(it);
           if (n > 10) idx.slice(0, 0, 5).copy_(from_vector<std::int64_t>({999, 998, 0, 999, 1}, {5}));
           Tensor out = poison({n, C}, dt);
-          k::embedding_forward(out.data_ptr(), w.data_ptr(), dt, V, C, idx.data_ptr(), it, n, {}, stream());
+          CIUIC_DUT_GPU_ONLY(k::embedding_forward(out.data_ptr(), w.data_ptr(), dt, V, C, idx.data_ptr(), it, n, {},
+                                                  stream()));
           gpu_sync();
           Tensor wc = w.to(Device::cpu()), ic = idx.to(Device::cpu());
-          CHECK(vals(out) == vals(embedding(wc, ic)));  // a gather is exact
+          CHECK_ON_GPU(vals(out) == vals(embedding(wc, ic)));  // a gather is exact
           // backward: deterministic path sums in index order like the CPU: identical
           Tensor g = rnd({n, C}, dt);
           Tensor wl = wc.clone().requires_grad_(true);
@@ -585,16 +591,16 @@ TEST_CASE("embedding gather and scatter-add match the CPU op", "[cuda][kernels]"
           Tensor gw = poison({V, C}, dt);
           const std::size_t det_bytes = k::embedding_backward_workspace_bytes(dt, V, C, n, true);
           Tensor det_ws = workspace(det_bytes);
-          k::embedding_backward(gw.data_ptr(), g.data_ptr(), dt, V, C, idx.data_ptr(), it, n, true, det_ws.data_ptr(),
-                                det_bytes, stream());
+          CIUIC_DUT_GPU_ONLY(k::embedding_backward(gw.data_ptr(), g.data_ptr(), dt, V, C, idx.data_ptr(), it, n, true,
+                                                   det_ws.data_ptr(), det_bytes, stream()));
           gpu_sync();
-          CHECK(vals(gw) == vals(wl.grad()));
+          CHECK_ON_GPU(vals(gw) == vals(wl.grad()));
           // atomic path
           const std::size_t bytes = k::embedding_backward_workspace_bytes(dt, V, C, n, false);
           Tensor ws = workspace(bytes);
           Tensor gw2 = poison({V, C}, dt);
-          k::embedding_backward(gw2.data_ptr(), g.data_ptr(), dt, V, C, idx.data_ptr(), it, n, false, ws.data_ptr(),
-                                bytes, stream());
+          CIUIC_DUT_GPU_ONLY(k::embedding_backward(gw2.data_ptr(), g.data_ptr(), dt, V, C, idx.data_ptr(), it, n, false, ws.data_ptr(),
+                                bytes, stream()));
           gpu_sync();
           CHECK_CLOSE(gw2, wl.grad().to(DType::f64), dt);
         }
@@ -605,17 +611,19 @@ TEST_CASE("embedding gather and scatter-add match the CPU op", "[cuda][kernels]"
   // device's error slot and raised by the next sync (which one of 12 and -1 comes first
   // is up to the schedule)
   Tensor w = rnd({10, 8}, DType::f32);
-  Tensor idx = from_vector<std::int64_t>({3, 12, -1, 9}, {4}).to(kGpu);
+  Tensor idx = from_vector<std::int64_t>({3, 12, -1, 9}, {4}).to(dut());
   Tensor out = poison({4, 8}, DType::f32);
-  k::embedding_forward(out.data_ptr(), w.data_ptr(), DType::f32, 10, 8, idx.data_ptr(), DType::i64, 4,
-                       detail::device_error_slot(kGpu), stream());
-  CHECK_THROWS_WITH_ALL(gpu_sync(), IndexError, "embedding", "out of range", "V = 10, C = 8", "[0, 10)");
-  CHECK_NOTHROW(gpu_sync());  // raised once, then cleared
+  if (ciuic::test::dut_is_gpu()) {  // the device error slot exists on a GPU only
+    k::embedding_forward(out.data_ptr(), w.data_ptr(), DType::f32, 10, 8, idx.data_ptr(), DType::i64, 4,
+                         detail::device_error_slot(dut()), stream());
+    CHECK_THROWS_WITH_ALL(gpu_sync(), IndexError, "embedding", "out of range", "V = 10, C = 8", "[0, 10)");
+    CHECK_NOTHROW(gpu_sync());  // raised once, then cleared
+  }
   auto o = vals(out);
   for (int j = 0; j < 8; ++j) {
-    CHECK(std::isnan(o[8 + j]));
-    CHECK(std::isnan(o[16 + j]));
-    CHECK(o[j] == vals(w)[3 * 8 + j]);
+    CHECK_ON_GPU(std::isnan(o[8 + j]));
+    CHECK_ON_GPU(std::isnan(o[16 + j]));
+    CHECK_ON_GPU(o[j] == vals(w)[3 * 8 + j]);
   }
 }
 
@@ -624,7 +632,7 @@ TEST_CASE("embedding gather and scatter-add match the CPU op", "[cuda][kernels]"
 // ---------------------------------------------------------------------------
 
 TEST_CASE("fused cross-entropy matches the CPU loss and gradient", "[cuda][kernels]") {
-  CIUIC_REQUIRE_GPU();
+  INFO("device under test: " << ciuic::test::dut_name());
   manual_seed(112);
   const std::pair<std::int64_t, std::int64_t> shapes[] = {{1, 1}, {7, 31}, {33, 1000}, {5, 1025}, {4, 50257}, {300, 7}};
   for (auto [N, V] : shapes) {
@@ -640,23 +648,23 @@ TEST_CASE("fused cross-entropy matches the CPU loss and gradient", "[cuda][kerne
           if (N > 3 && i % 3 == 1) tv[i] = -100;  // ignored rows
         }
         Tensor tc = from_vector<std::int64_t>(tv, {N}).to(it);
-        Tensor tg = tc.to(kGpu);
+        Tensor tg = tc.to(dut());
         // count
         Tensor count = poison({1}, DType::i64);
-        k::cross_entropy_count_valid(static_cast<std::int64_t*>(count.data_ptr()), tg.data_ptr(), it, N, -100,
-                                     stream());
+        CIUIC_DUT_GPU_ONLY(k::cross_entropy_count_valid(static_cast<std::int64_t*>(count.data_ptr()), tg.data_ptr(), it, N, -100,
+                                     stream()));
         gpu_sync();
         std::int64_t want_count = 0;
         for (auto v : tv) want_count += v != -100;
-        CHECK(vals(count)[0] == want_count);
+        CHECK_ON_GPU(vals(count)[0] == want_count);
         // CPU reference
         Tensor x64 = host64(x).requires_grad_(true);
         Tensor loss64 = cross_entropy(x64, tc, -100);
         loss64.backward();
         const double scale = want_count == 0 ? 0.0 : 1.0 / static_cast<double>(want_count);
         Tensor loss = poison({N}, acc), lse = poison({N}, acc), gx = poison({N, V}, dt);
-        k::cross_entropy_forward_backward(loss.data_ptr(), lse.data_ptr(), gx.data_ptr(), x.data_ptr(), dt,
-                                          tg.data_ptr(), it, N, V, -100, scale, stream());
+        CIUIC_DUT_GPU_ONLY(k::cross_entropy_forward_backward(loss.data_ptr(), lse.data_ptr(), gx.data_ptr(), x.data_ptr(), dt,
+                                          tg.data_ptr(), it, N, V, -100, scale, stream()));
         gpu_sync();
         // per-row losses: lse - x[t], 0 for ignored rows
         Tensor xd = x64.detach();
@@ -671,32 +679,32 @@ TEST_CASE("fused cross-entropy matches the CPU loss and gradient", "[cuda][kerne
           want_rows[r] = want_lse[r] - xv[r * V + tv[r]];
         }
         const double row_tol = acc == DType::f64 ? 1e-12 : 1e-5;
-        CHECK(rel_err(vals(loss), want_rows) <= row_tol);
-        CHECK(rel_err(vals(lse), want_lse) <= row_tol);
+        CHECK_ON_GPU(rel_err(vals(loss), want_rows) <= row_tol);
+        CHECK_ON_GPU(rel_err(vals(lse), want_lse) <= row_tol);
         if (want_count > 0) {
           double total = 0;
           for (double v : vals(loss)) total += v;
-          CHECK(std::fabs(total / want_count - loss64.item()) <= row_tol * std::max(1.0, std::fabs(loss64.item())));
+          CHECK_ON_GPU(std::fabs(total / want_count - loss64.item()) <= row_tol * std::max(1.0, std::fabs(loss64.item())));
         }
         CHECK_CLOSE(gx, x64.grad(), dt);
         // in place over the logits
         Tensor xi = x.clone();
-        k::cross_entropy_forward_backward(nullptr, nullptr, xi.data_ptr(), xi.data_ptr(), dt, tg.data_ptr(), it, N, V,
-                                          -100, scale, stream());
+        CIUIC_DUT_GPU_ONLY(k::cross_entropy_forward_backward(nullptr, nullptr, xi.data_ptr(), xi.data_ptr(), dt, tg.data_ptr(), it, N, V,
+                                          -100, scale, stream()));
         gpu_sync();
-        CHECK(bit_equal(xi, gx));
+        CHECK_ON_GPU(bit_equal(xi, gx));
       }
     }
   }
   // a target out of range gives nan instead of an exception
   Tensor x = rnd({2, 5}, DType::f32);
-  Tensor t = from_vector<std::int64_t>({7, 1}, {2}).to(kGpu);
+  Tensor t = from_vector<std::int64_t>({7, 1}, {2}).to(dut());
   Tensor loss = poison({2}, DType::f32);
-  k::cross_entropy_forward_backward(loss.data_ptr(), nullptr, nullptr, x.data_ptr(), DType::f32, t.data_ptr(),
-                                    DType::i64, 2, 5, -100, 1.0, stream());
+  CIUIC_DUT_GPU_ONLY(k::cross_entropy_forward_backward(loss.data_ptr(), nullptr, nullptr, x.data_ptr(), DType::f32, t.data_ptr(),
+                                    DType::i64, 2, 5, -100, 1.0, stream()));
   gpu_sync();
-  CHECK(std::isnan(vals(loss)[0]));
-  CHECK(std::isfinite(vals(loss)[1]));
+  CHECK_ON_GPU(std::isnan(vals(loss)[0]));
+  CHECK_ON_GPU(std::isfinite(vals(loss)[1]));
 }
 
 // ---------------------------------------------------------------------------
@@ -704,7 +712,7 @@ TEST_CASE("fused cross-entropy matches the CPU loss and gradient", "[cuda][kerne
 // ---------------------------------------------------------------------------
 
 TEST_CASE("dropout kernels reproduce the CPU mask bit for bit", "[cuda][kernels]") {
-  CIUIC_REQUIRE_GPU();
+  INFO("device under test: " << ciuic::test::dut_name());
   manual_seed(113);
   for (DType dt : kFloats) {
     for (std::int64_t n : {1LL, 7LL, 31LL, 1000003LL}) {
@@ -716,25 +724,25 @@ TEST_CASE("dropout kernels reproduce the CPU mask bit for bit", "[cuda][kernels]
         Tensor xc = x.to(Device::cpu()).requires_grad_(true);
         Tensor want = dropout(xc, p, true, &gen);
         Tensor out = poison({n}, dt);
-        k::dropout_forward(out.data_ptr(), x.data_ptr(), dt, n, p, seed, offset, stream());
+        CIUIC_DUT_GPU_ONLY(k::dropout_forward(out.data_ptr(), x.data_ptr(), dt, n, p, seed, offset, stream()));
         Tensor gx = poison({n}, dt);
-        k::dropout_backward(gx.data_ptr(), g.data_ptr(), dt, n, p, seed, offset, stream());
+        CIUIC_DUT_GPU_ONLY(k::dropout_backward(gx.data_ptr(), g.data_ptr(), dt, n, p, seed, offset, stream()));
         gpu_sync();
-        CHECK(vals(out) == vals(want));
+        CHECK_ON_GPU(vals(out) == vals(want));
         if (p == 0) {
-          CHECK(vals(gx) == vals(g));  // identity (the CPU op returns x itself: no tape node)
+          CHECK_ON_GPU(vals(gx) == vals(g));  // identity (the CPU op returns x itself: no tape node)
         } else {
           want.backward(g.to(Device::cpu()));
-          CHECK(vals(gx) == vals(xc.grad()));
+          CHECK_ON_GPU(vals(gx) == vals(xc.grad()));
         }
         // unaligned buffers take the scalar path and give the same numbers
         if (n > 1) {
           Tensor xu = x.clone(), ou = poison({n + 1}, dt).slice(0, 1, n + 1);
           Tensor xs = poison({n + 1}, dt).slice(0, 1, n + 1);
           xs.copy_(xu);
-          k::dropout_forward(ou.data_ptr(), xs.data_ptr(), dt, n, p, seed, offset, stream());
+          CIUIC_DUT_GPU_ONLY(k::dropout_forward(ou.data_ptr(), xs.data_ptr(), dt, n, p, seed, offset, stream()));
           gpu_sync();
-          CHECK(vals(ou) == vals(want));
+          CHECK_ON_GPU(vals(ou) == vals(want));
         }
       }
     }

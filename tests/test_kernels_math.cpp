@@ -549,6 +549,55 @@ TEST_CASE("online softmax state through the reduction tree equals max and sum ex
   CHECK(std::isnan(softmax_merge(softmax_push(SoftmaxState<double>{}, 5.0), b).s));
 }
 
+TEST_CASE("online softmax: a +inf anywhere in the row makes the state nan in every lane split", "[kernels]") {
+  // The review's case: C = 33, x[0] = +inf, x[32] = 3, the rest -inf; the CPU
+  // reference (and PyTorch) gives a row of nan. Also +inf next to finite values,
+  // twice, and as the last element, for every group size of the kernels.
+  std::vector<std::vector<double>> rows;
+  std::vector<double> r1(33, -kInf);
+  r1[0] = kInf;
+  r1[32] = 3;
+  rows.push_back(r1);
+  auto r2 = random_values(100, 5, -3, 3);
+  r2[41] = kInf;
+  rows.push_back(r2);
+  auto r3 = r2;
+  r3[99] = kInf;
+  rows.push_back(r3);
+  auto r4 = random_values(1025, 6, -3, 3);
+  r4[1024] = kInf;
+  rows.push_back(r4);
+  for (const auto& v : rows) {
+    const auto n = static_cast<std::int64_t>(v.size());
+    // the CPU reference's arithmetic: m = inf, s = sum exp(x - m) = nan
+    double m = -kInf, s = 0;
+    for (double x : v) m = std::max(m, x);
+    for (double x : v) s += std::exp(x - m);
+    REQUIRE(std::isnan(s));
+    for (int G : {32, 64, 256, 1024}) {  // the emulator models whole warps
+      INFO("n " << n << " G " << G);
+      auto push = [&](SoftmaxState<double> st, std::int64_t j) { return softmax_push(st, v[j]); };
+      auto merge = [](auto a, auto b) { return softmax_merge(a, b); };
+      const auto st = emulate_group<SoftmaxState<double>>(n, G, push, merge);
+      CHECK(std::isnan(st.s));
+      CHECK(std::isnan(softmax_logsumexp(st)));
+      const auto sf = emulate_group<SoftmaxState<float>>(
+          n, G, [&](SoftmaxState<float> a, std::int64_t j) { return softmax_push(a, static_cast<float>(v[j])); },
+          merge);
+      CHECK(std::isnan(sf.s));
+    }
+  }
+  // merging in either order, with an empty or a finite state
+  SoftmaxState<double> inf_st = softmax_push(SoftmaxState<double>{}, kInf);
+  SoftmaxState<double> fin = softmax_push(SoftmaxState<double>{}, 3.0);
+  CHECK(std::isnan(softmax_merge(inf_st, fin).s));
+  CHECK(std::isnan(softmax_merge(fin, inf_st).s));
+  CHECK(std::isnan(softmax_merge(SoftmaxState<double>{}, inf_st).s));
+  CHECK(std::isnan(softmax_merge(inf_st, SoftmaxState<double>{}).s));
+  CHECK(std::isnan(softmax_push(inf_st, -kInf).s));
+  CHECK(std::isnan(softmax_push(fin, kInf).s));
+}
+
 TEST_CASE("sum pairs through the reduction tree", "[kernels]") {
   const std::int64_t n = 3001;
   const auto v = random_values(n, 9);

@@ -441,3 +441,65 @@ TEST_CASE("swap12 offsets and copy units for the attention permute", "[kernels][
   CHECK(cast_vector_elems(4) == 4);
   CHECK(cast_vector_elems(2) == 8);
 }
+
+TEST_CASE("gemm_repack_plan: only operands that are not 16-byte aligned are repacked, to aligned layouts",
+          "[kernels][gemm]") {
+  alignas(256) static char buf[4096];
+  const void* al = buf;        // 256-byte aligned
+  const void* off2 = buf + 2;  // an f16 row slice: 2-byte aligned
+  // Aligned everything: nothing to do.
+  GemmProblem p = gemm_problem(false, true, 33, 16, 64, DType::f16);
+  p.ldc = 16;
+  CHECK_FALSE(gemm_repack_plan(p, al, al, al, nullptr, nullptr).any());
+  // A 2 bytes in: A alone is repacked, with its layout unchanged when the ld is fine.
+  GemmRepackPlan r = gemm_repack_plan(p, off2, al, al, nullptr, nullptr);
+  CHECK(r.a.repack);
+  CHECK_FALSE(r.b.repack);
+  CHECK_FALSE(r.c.repack);
+  CHECK(r.a.rows == 33);
+  CHECK(r.a.cols == 64);
+  CHECK(r.a.new_ld == 64);
+  CHECK(r.p.lda == 64);
+  // Odd leading dimensions (a column slice): rounded up to 8 f16 / 4 f32 / 2 f64 elements.
+  GemmProblem q = gemm_problem(true, false, 7, 9, 5, DType::f16);
+  q.lda = 9;   // A stored (k=5, m=7), ld 9
+  q.ldb = 10;  // B stored (k=5, n=9), ld 10
+  q.ldc = 9;
+  r = gemm_repack_plan(q, al, al, al, nullptr, nullptr);
+  CHECK(r.a.repack);
+  CHECK(r.a.rows == 5);
+  CHECK(r.a.cols == 7);
+  CHECK(r.a.new_ld == 16);
+  CHECK(r.b.new_ld == 16);
+  CHECK(r.c.new_ld == 16);
+  CHECK(r.p.ldc == 16);
+  CHECK(aligned_ld(9, DType::f32) == 12);
+  CHECK(aligned_ld(3, DType::f64) == 4);
+  CHECK(aligned_ld(8, DType::f16) == 8);
+  // Batches: an unaligned stride is repacked to rows * new_ld; a shared operand (stride 0) stays shared.
+  GemmProblem b = gemm_problem(false, false, 4, 8, 8, DType::f16);
+  b.batch = 3;
+  b.stride_a = 4 * 8 + 1;
+  b.stride_b = 0;
+  b.stride_c = 32;
+  r = gemm_repack_plan(b, al, al, al, nullptr, nullptr);
+  CHECK(r.a.repack);
+  CHECK(r.a.new_stride == 32);
+  CHECK(r.p.stride_a == 32);
+  CHECK_FALSE(r.b.repack);
+  CHECK(r.p.stride_b == 0);
+  r = gemm_repack_plan(b, al, off2, al, nullptr, nullptr);
+  CHECK(r.b.repack);
+  CHECK(r.b.new_stride == 0);
+  // Epilogue pointers: an unaligned bias is copied; an unaligned aux is repacked like C.
+  GemmProblem e = gemm_problem(false, true, 5, 8, 8, DType::f16);
+  e.epilogue = GemmEpilogue::gelu_aux_bias;
+  e.aux_ld = 8;
+  r = gemm_repack_plan(e, al, al, al, off2, al);
+  CHECK(r.bias);
+  CHECK_FALSE(r.aux.repack);
+  r = gemm_repack_plan(e, al, al, al, al, off2);
+  CHECK_FALSE(r.bias);
+  CHECK(r.aux.repack);
+  CHECK(r.p.aux_ld == 8);
+}

@@ -65,9 +65,19 @@ void memcpy_across(const Tensor& dst, const Tensor& src) {
   std::size_t bytes = static_cast<std::size_t>(src.numel()) * src.element_size();
   if (bytes == 0) return;
   if (src.device().is_cuda() && dst.device().is_cuda()) {
+    // src was produced on its own device's current stream: the copy, enqueued on
+    // dst's stream, must wait for that work (an event recorded there), and it runs
+    // with dst's device current.
+    Event produced(src.device());
+    produced.record(current_stream(src.device()));  // record() makes src's device current
+    DeviceGuard gd(dst.device());
+    auto s = static_cast<cudaStream_t>(current_stream(dst.device()));
+    // Not Event::wait_on: it would read a null s as the *source* device's default stream.
+    CIUIC_CUDA_CHECK(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(produced.handle()), 0));
     CIUIC_CUDA_CHECK(cudaMemcpyPeerAsync(dst.data_ptr(), dst.device().index, src.data_ptr(), src.device().index,
-                                         bytes, static_cast<cudaStream_t>(current_stream(dst.device()))));
-    CIUIC_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(current_stream(dst.device()))));
+                                         bytes, s));
+    // src (often a staging buffer freed on return) must outlive the copy: finish now.
+    CIUIC_CUDA_CHECK(cudaStreamSynchronize(s));
     return;
   }
   Device gpu = src.device().is_cuda() ? src.device() : dst.device();

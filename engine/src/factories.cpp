@@ -75,8 +75,9 @@ Tensor random(const Shape& shape, Dist dist, double a, double b, const TensorOpt
       T* p = detail::typed_ptr<T>(t);
       for (std::int64_t i = 0; i < n; ++i) {
         std::uint64_t c = first + static_cast<std::uint64_t>(i);
-        double v = dist == Dist::normal ? a + b * static_cast<double>(philox_normal(seed, c))
-                                        : a + (b - a) * static_cast<double>(philox_uniform(seed, c));
+        // affine_rn: the same two roundings as the GPU kernel (kernels/src/random.cu)
+        double v = dist == Dist::normal ? affine_rn(a, b, static_cast<double>(philox_normal(seed, c)))
+                                        : affine_rn(a, b - a, static_cast<double>(philox_uniform(seed, c)));
         p[i] = convert<T>(v);
       }
     });

@@ -6,6 +6,11 @@
 // build or machine gets a DeviceError naming the operation.
 #include "ciuic/stream.h"
 
+#include <array>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -57,6 +62,43 @@ void destroy_event(void* e) noexcept {
 #endif
 }
 
+#ifdef CIUIC_WITH_CUDA
+// Stream::create hands out the streams of a per-device pool, round-robin, as
+// PyTorch does. Pooled streams are never destroyed: the caching allocator's blocks
+// and the GEMM workspace are keyed by the raw cudaStream_t, and a destroyed handle
+// would either be recycled by the driver for a new stream (which would then reuse
+// blocks and the workspace while the old stream's kernels may still run: a race)
+// or strand them (a leak per stream). With a pool, such caches stay valid and are
+// bounded by kStreamPoolSize per device. Created lazily, on first use of a device.
+constexpr std::size_t kStreamPoolSize = 32;
+
+struct StreamPool {
+  std::once_flag once;
+  std::array<cudaStream_t, kStreamPoolSize> streams{};
+  std::atomic<std::size_t> next{0};
+};
+
+StreamPool& stream_pool(const Device& d) {
+  static std::mutex mu;
+  static auto* pools = new std::map<int, std::unique_ptr<StreamPool>>;  // never destroyed (see above)
+  std::lock_guard<std::mutex> lock(mu);
+  auto& slot = (*pools)[d.index];
+  if (!slot) slot = std::make_unique<StreamPool>();
+  return *slot;
+}
+
+cudaStream_t pooled_stream(const Device& d) {
+  StreamPool& pool = stream_pool(d);
+  std::call_once(pool.once, [&] {
+    DeviceGuard guard(d);  // a stream belongs to the device current at creation
+    for (auto& s : pool.streams)
+      // Non-blocking: no implicit synchronisation with the legacy default stream.
+      CIUIC_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  });
+  return pool.streams[pool.next.fetch_add(1) % kStreamPoolSize];
+}
+#endif
+
 // This thread's current stream of each CUDA device, by device index; devices
 // past the end have never been set and use the default stream (nullptr).
 // Thread-local like the CUDA current device, so threads never race on it.
@@ -84,11 +126,7 @@ Stream Stream::create(Device d) {
   if (d.is_cpu()) return Stream(nullptr, d, false);
   check_device_usable(d, "Stream::create");
 #ifdef CIUIC_WITH_CUDA
-  DeviceGuard guard(d);  // a stream belongs to the device current at creation
-  cudaStream_t s = nullptr;
-  // Non-blocking: no implicit synchronisation with the legacy default stream.
-  CIUIC_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  return Stream(s, d, true);
+  return Stream(pooled_stream(d), d, false);  // pooled: never destroyed, see stream_pool
 #else
   no_cuda(d, "Stream::create");
 #endif

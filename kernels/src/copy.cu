@@ -1,6 +1,7 @@
 // Strided copy with dtype conversion. One thread per element in a grid-stride
 // loop; the index arithmetic is strided_offset() from ciuic/strided.h, the same
-// function the CPU tests exercise. i64 -> i64 stays exact (no double trip).
+// function the CPU tests exercise. Values convert with ciuic::convert, the CPU's
+// function (no double trip).
 #include <cuda_runtime.h>
 
 #include "ciuic/cuda_check.h"
@@ -18,11 +19,9 @@ __global__ void copy_cast_kernel(To* dst, StridedLayout dl, const From* src, Str
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     std::int64_t so = src_contig ? i : strided_offset(sl, i);
     std::int64_t doff = dst_contig ? i : strided_offset(dl, i);
-    if constexpr (std::is_same_v<To, From>) {
-      dst[doff] = src[so];
-    } else {
-      detail::store_from_double(dst + doff, detail::load_as_double(src + so));
-    }
+    // The CPU's own conversion: a trip through double would saturate or round
+    // integers differently (i64 2^40 -> i32, -1 -> u8, i64 beyond 2^53 -> f32).
+    dst[doff] = convert<To>(src[so]);
   }
 }
 

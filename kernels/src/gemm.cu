@@ -10,6 +10,8 @@
 #include <string>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
+#include <vector>
 
 #include "ciuic/cuda_check.h"
 #include "ciuic/half.h"
@@ -128,6 +130,7 @@ struct DeviceState {
   cublasLtHandle_t handle = nullptr;
   std::unordered_map<cudaStream_t, void*> workspaces;
   std::unordered_map<GemmKey, Plan, GemmKeyHash> plans;
+  std::unordered_set<GemmKey, GemmKeyHash> unsupported;  // no algorithm: the aligned fallback runs
 };
 
 struct Registry {
@@ -264,12 +267,15 @@ bool build_plan(DeviceState& st, const GemmKey& key, bool fused, const void* bia
 
 // Caller holds st.mu. The plan for key: cached, else built (fused epilogue first,
 // then the plain matmul with ciuic's epilogue).
-Plan& plan_for(DeviceState& st, const GemmKey& key, const void* bias, void* aux) {
+// nullptr when cuBLASLt offers no algorithm for key (gemm() then repacks).
+Plan* plan_for(DeviceState& st, const GemmKey& key, const void* bias, void* aux) {
   auto it = st.plans.find(key);
-  if (it != st.plans.end()) return it->second;
+  if (it != st.plans.end()) return &it->second;
+  if (st.unsupported.count(key)) return nullptr;
   if (st.plans.size() >= kMaxPlansPerDevice) {
     for (auto& kv : st.plans) destroy_plan(kv.second);
     st.plans.clear();
+    st.unsupported.clear();
   }
   const GemmProblem& p = key.p;
   // cuBLASLt wants the GELU aux leading dimension and batch stride in multiples of 8.
@@ -279,10 +285,53 @@ Plan& plan_for(DeviceState& st, const GemmKey& key, const void* bias, void* aux)
   Plan pl;
   bool ok = try_fused && build_plan(st, key, true, bias, aux, pl);
   if (!ok) ok = build_plan(st, key, false, bias, aux, pl);
-  CIUIC_CHECK(ok, NotImplementedError, "gemm", "cuBLASLt offers no algorithm for ", describe(p),
-              " (alignments A ", key.align_a, ", B ", key.align_b, ", C ", key.align_c, " bytes)");
-  return st.plans.emplace(key, pl).first->second;
+  if (!ok) {  // remembered, so a repeated problem goes straight to the aligned fallback
+    st.unsupported.insert(key);
+    return nullptr;
+  }
+  return &st.plans.emplace(key, pl).first->second;
 }
+
+// Copies `o` (batch entries of rows x cols at ld / stride, es bytes per element)
+// between its original layout at `orig` and the repacked one at `packed`.
+void copy_operand(const GemmOperand& o, std::int64_t batch, std::size_t es, void* packed, const void* orig,
+                  bool to_packed, cudaStream_t s) {
+  const std::int64_t entries = o.stride == 0 ? 1 : batch;
+  for (std::int64_t i = 0; i < entries; ++i) {
+    auto* pk = static_cast<char*>(packed) + static_cast<std::size_t>(i * o.new_stride) * es;
+    auto* og = static_cast<char*>(const_cast<void*>(orig)) + static_cast<std::size_t>(i * o.stride) * es;
+    const auto width = static_cast<std::size_t>(o.cols) * es, rows = static_cast<std::size_t>(o.rows);
+    if (to_packed)
+      CIUIC_CUDA_CHECK(cudaMemcpy2DAsync(pk, static_cast<std::size_t>(o.new_ld) * es, og,
+                                         static_cast<std::size_t>(o.ld) * es, width, rows, cudaMemcpyDeviceToDevice,
+                                         s));
+    else
+      CIUIC_CUDA_CHECK(cudaMemcpy2DAsync(og, static_cast<std::size_t>(o.ld) * es, pk,
+                                         static_cast<std::size_t>(o.new_ld) * es, width, rows,
+                                         cudaMemcpyDeviceToDevice, s));
+  }
+}
+
+std::size_t operand_bytes(const GemmOperand& o, std::int64_t batch, std::size_t es) {
+  const std::int64_t entries = o.stride == 0 ? 1 : batch;
+  return static_cast<std::size_t>((entries - 1) * o.new_stride + o.rows * o.new_ld) * es;
+}
+
+// Stream-ordered scratch buffers, freed on the stream (after the work that uses them).
+struct Scratch {
+  cudaStream_t s;
+  std::vector<void*> ptrs;
+  void* get(std::size_t bytes) {
+    void* p = nullptr;
+    CIUIC_CUDA_CHECK(cudaMallocAsync(&p, bytes > 0 ? bytes : 1, s));
+    ptrs.push_back(p);
+    return p;
+  }
+  ~Scratch() {
+    for (void* p : ptrs)
+      if (cudaFreeAsync(p, s) != cudaSuccess) (void)cudaGetLastError();
+  }
+};
 
 cublasStatus_t run_matmul(DeviceState& st, const Plan& pl, double alpha, double beta, const void* a, const void* b,
                           void* c, void* ws, cudaStream_t s) {
@@ -292,6 +341,67 @@ cublasStatus_t run_matmul(DeviceState& st, const Plan& pl, double alpha, double 
   // cuBLAS A = our B, cuBLAS B = our A; C is read (beta != 0) and written in place.
   return cublasLtMatmul(st.handle, pl.desc, pa, b, pl.la, a, pl.lb, pb, c, pl.lc, c, pl.lc, &pl.algo, ws,
                         pl.workspace, s);
+}
+
+
+// cuBLASLt offers no algorithm for p as laid out: run it on 16-byte aligned copies
+// of the operands that are not (gemm_repack_plan), then copy C and aux back.
+void gemm_aligned_fallback(const GemmProblem& p, double alpha, const void* a, const void* b, double beta, void* c,
+                           const void* bias, void* aux, cudaStream_t s) {
+  const GemmRepackPlan r = gemm_repack_plan(p, a, b, c, bias, aux);
+  CIUIC_CHECK(r.any(), NotImplementedError, "gemm", "cuBLASLt offers no algorithm for ", describe(p),
+              " (alignments A ", pointer_alignment(a), ", B ", pointer_alignment(b), ", C ", pointer_alignment(c),
+              " bytes), and every operand is already 16-byte aligned");
+  const std::size_t es_ab = dtype_size(p.ab_dtype), es_c = dtype_size(p.c_dtype);
+  Scratch scratch{s, {}};
+  const void* a2 = a;
+  const void* b2 = b;
+  const void* bias2 = bias;
+  void* c2 = c;
+  void* aux2 = aux;
+  if (r.a.repack) {
+    void* buf = scratch.get(operand_bytes(r.a, p.batch, es_ab));
+    copy_operand(r.a, p.batch, es_ab, buf, a, true, s);
+    a2 = buf;
+  }
+  if (r.b.repack) {
+    void* buf = scratch.get(operand_bytes(r.b, p.batch, es_ab));
+    copy_operand(r.b, p.batch, es_ab, buf, b, true, s);
+    b2 = buf;
+  }
+  if (r.c.repack) {
+    c2 = scratch.get(operand_bytes(r.c, p.batch, es_c));
+    if (beta != 0.0) copy_operand(r.c, p.batch, es_c, c2, c, true, s);  // C is read
+  }
+  if (r.aux.repack) aux2 = scratch.get(operand_bytes(r.aux, p.batch, es_c));
+  if (r.bias) {
+    void* buf = scratch.get(static_cast<std::size_t>(p.n) * es_c);
+    CIUIC_CUDA_CHECK(cudaMemcpyAsync(buf, bias, static_cast<std::size_t>(p.n) * es_c, cudaMemcpyDeviceToDevice, s));
+    bias2 = buf;
+  }
+  gemm(r.p, alpha, a2, b2, beta, c2, bias2, aux2, s);  // aligned now: a plan exists or it throws
+  if (r.c.repack) copy_operand(r.c, p.batch, es_c, c2, c, false, s);
+  if (r.aux.repack) copy_operand(r.aux, p.batch, es_c, aux2, aux, false, s);
+}
+
+// Runs a planned gemm (caller holds st.mu).
+void run_planned(DeviceState& st, const GemmKey& key, Plan& pl, const GemmProblem& p, double alpha, const void* a,
+                 const void* b, double beta, void* c, const void* bias, void* aux, void* ws, cudaStream_t s) {
+  set_epilogue_pointers(pl, p, bias, aux);
+  cublasStatus_t status = run_matmul(st, pl, alpha, beta, a, b, c, ws, s);
+  if (status != CUBLAS_STATUS_SUCCESS && pl.fused &&
+      (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_INVALID_VALUE)) {
+    // The heuristic accepted a fused epilogue the matmul then refused (nothing was
+    // enqueued): fall back to the plain matmul + ciuic's epilogue for good.
+    Plan plain;
+    const bool ok = build_plan(st, key, false, bias, aux, plain);
+    CIUIC_CHECK(ok, NotImplementedError, "gemm", "cuBLASLt offers no algorithm for ", describe(p));
+    destroy_plan(pl);
+    pl = plain;
+    status = run_matmul(st, pl, alpha, beta, a, b, c, ws, s);
+  }
+  CIUIC_CUBLAS_CHECK(status);
+  if (!pl.fused && p.epilogue != GemmEpilogue::none) launch_epilogue(p, c, CMode::keep, beta, bias, aux, s);
 }
 
 }  // namespace
@@ -314,26 +424,17 @@ void gemm(const GemmProblem& p, double alpha, const void* a, const void* b, doub
   int device = 0;
   CIUIC_CUDA_CHECK(cudaGetDevice(&device));
   DeviceState& st = device_state(device);
-  std::lock_guard<std::mutex> lock(st.mu);
-  if (!st.handle) CIUIC_CUBLAS_CHECK(cublasLtCreate(&st.handle));
-  void* ws = workspace_for(st, s);
-  const GemmKey key = make_gemm_key(device, p, a, b, c, bias, aux);
-  Plan& pl = plan_for(st, key, bias, aux);
-  set_epilogue_pointers(pl, p, bias, aux);
-  cublasStatus_t status = run_matmul(st, pl, alpha, beta, a, b, c, ws, s);
-  if (status != CUBLAS_STATUS_SUCCESS && pl.fused &&
-      (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_INVALID_VALUE)) {
-    // The heuristic accepted a fused epilogue the matmul then refused (nothing was
-    // enqueued): fall back to the plain matmul + ciuic's epilogue for good.
-    Plan plain;
-    const bool ok = build_plan(st, key, false, bias, aux, plain);
-    CIUIC_CHECK(ok, NotImplementedError, "gemm", "cuBLASLt offers no algorithm for ", describe(p));
-    destroy_plan(pl);
-    pl = plain;
-    status = run_matmul(st, pl, alpha, beta, a, b, c, ws, s);
+  {
+    std::unique_lock<std::mutex> lock(st.mu);
+    if (!st.handle) CIUIC_CUBLAS_CHECK(cublasLtCreate(&st.handle));
+    void* ws = workspace_for(st, s);
+    const GemmKey key = make_gemm_key(device, p, a, b, c, bias, aux);
+    if (Plan* pl = plan_for(st, key, bias, aux)) {
+      run_planned(st, key, *pl, p, alpha, a, b, beta, c, bias, aux, ws, s);
+      return;
+    }
   }
-  CIUIC_CUBLAS_CHECK(status);
-  if (!pl.fused && p.epilogue != GemmEpilogue::none) launch_epilogue(p, c, CMode::keep, beta, bias, aux, s);
+  gemm_aligned_fallback(p, alpha, a, b, beta, c, bias, aux, s);
 }
 
 void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const void* a,
@@ -365,6 +466,14 @@ std::size_t gemm_cached_plans() {
   return st.plans.size();
 }
 
+std::size_t gemm_cached_workspaces() {
+  int device = 0;
+  CIUIC_CUDA_CHECK(cudaGetDevice(&device));
+  DeviceState& st = device_state(device);
+  std::lock_guard<std::mutex> lock(st.mu);
+  return st.workspaces.size();
+}
+
 void gemm_release_resources() {
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mu);
@@ -376,6 +485,7 @@ void gemm_release_resources() {
     CIUIC_CUDA_CHECK(cudaDeviceSynchronize());
     for (auto& kv : st->plans) destroy_plan(kv.second);
     st->plans.clear();
+    st->unsupported.clear();
     for (auto& kv : st->workspaces) CIUIC_CUDA_CHECK(cudaFree(kv.second));
     st->workspaces.clear();
     if (st->handle) CIUIC_CUBLAS_CHECK(cublasLtDestroy(st->handle));

@@ -99,11 +99,8 @@ __global__ void __launch_bounds__(mt::kBlock)
   Out* out = static_cast<Out*>(t.ptr[1][r.slot]);
   const float s = *inv_scale;
   bool bad = false;
-  for (std::int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) {
-    const float v = fmul_rn(load_f32(in + i), s);
-    bad |= !is_finite_f32(v);
-    store_f32(out + i, v);
-  }
+  for (std::int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x)
+    bad |= !unscale_element(load_f32(in + i), s, out[i]);  // finiteness of the stored value
   // Every writer stores the same 1.0f, so concurrent stores need no atomics.
   if (bad) *found_inf = 1.0f;
 }

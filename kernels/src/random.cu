@@ -16,9 +16,9 @@ __global__ void random_kernel(T* dst, std::int64_t n, bool normal, double a, dou
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     std::uint64_t c = first + static_cast<std::uint64_t>(i);
-    double v = normal ? a + b * static_cast<double>(philox_normal(seed, c))
-                      : a + (b - a) * static_cast<double>(philox_uniform(seed, c));
-    detail::store_from_double(dst + i, v);
+    double v = normal ? affine_rn(a, b, static_cast<double>(philox_normal(seed, c)))
+                      : affine_rn(a, b - a, static_cast<double>(philox_uniform(seed, c)));
+    dst[i] = convert<T>(v);  // the CPU's rounding (see factories.cpp)
   }
 }
 }  // namespace

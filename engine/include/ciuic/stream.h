@@ -14,7 +14,11 @@ class Stream {
  public:
   // The default (null) stream of device d; owns nothing.
   static Stream default_stream(Device d = Device::cuda(0));
-  // A new non-blocking stream on device d, destroyed with this object.
+  // A non-blocking stream on device d from a per-device pool of 32, handed out
+  // round-robin (as PyTorch's stream pool): consecutive calls give different
+  // streams, and after 32 calls they repeat. Pooled streams are never destroyed, so
+  // the per-stream caches keyed by their handle (allocator blocks, GEMM workspace)
+  // stay valid and bounded however many Stream objects come and go.
   static Stream create(Device d = Device::cuda(0));
 
   Stream() = default;

@@ -36,16 +36,12 @@ bool unscale_cpu(const Tensor& in, const Tensor& out, float inv) {
       if constexpr (std::is_same_v<I, double> || std::is_same_v<O, double>) {
         const double dinv = static_cast<double>(inv);
         for (std::int64_t i = 0; i < n; ++i) {
-          const double v = convert<double>(s[i]) * dinv;
-          bad |= !std::isfinite(v);
-          d[i] = convert<O>(v);
+          d[i] = convert<O>(convert<double>(s[i]) * dinv);
+          bad |= !std::isfinite(convert<double>(d[i]));  // the stored value: f16 overflows count
         }
       } else {
-        for (std::int64_t i = 0; i < n; ++i) {
-          const float v = kernels::scaled_grad(static_cast<float>(s[i]), inv);
-          bad |= !kernels::is_finite_f32(v);
-          d[i] = O(v);
-        }
+        for (std::int64_t i = 0; i < n; ++i)
+          bad |= !kernels::unscale_element(static_cast<float>(s[i]), inv, d[i]);  // the GPU's function
       }
       found = bad;
     });

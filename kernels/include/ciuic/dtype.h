@@ -93,12 +93,14 @@ decltype(auto) dispatch_floating(DType t, const char* op, F&& f) {
   detail::fail<DTypeError>(op, "got dtype ", dtype_name(t), "; expected a floating dtype (f32, f64, f16, bf16)");
 }
 
-// Value conversion between any two element types through double (exact for
-// every type here except i64 beyond 2^53, which converts directly). Floating ->
-// integer saturates and maps NaN to 0 (float_to_int); integer -> narrower integer
-// wraps modulo 2^bits; anything -> bool is "!= 0".
+// Value conversion between any two element types, the same on host and device (the
+// GPU's copy kernel calls this function), so casts agree bit for bit on both:
+// integer -> integer is C++'s static_cast (wraps modulo 2^bits); integer -> float
+// rounds once to nearest; floating -> integer saturates and maps NaN to 0
+// (float_to_int); f16/bf16 go through f32; anything -> bool is "!= 0 after
+// rounding to f32".
 template <typename To, typename From>
-inline To convert(From v) {
+CIUIC_HD To convert(From v) {
   if constexpr (std::is_same_v<To, From>) {
     return v;
   } else if constexpr (std::is_same_v<To, Half> || std::is_same_v<To, BFloat16>) {

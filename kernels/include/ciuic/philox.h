@@ -54,4 +54,17 @@ CIUIC_HD float philox_normal(uint64_t seed, uint64_t index) {
                             cos(6.283185307179586 * static_cast<double>(u2)));
 }
 
+// a + scale * u with the product and the sum each rounded on its own, on host and
+// device alike: uniform(lo, hi) is affine_rn(lo, hi - lo, U), normal(mean, std) is
+// affine_rn(mean, std, N). ptxas would otherwise contract the expression into an fma
+// on the GPU (as g++ does on an FMA host without -ffp-contract=off, which
+// meson.build passes), and the two devices would differ in the last bit.
+CIUIC_HD double affine_rn(double a, double scale, double u) {
+#ifdef __CUDA_ARCH__
+  return __dadd_rn(a, __dmul_rn(scale, u));
+#else
+  return a + scale * u;
+#endif
+}
+
 }  // namespace ciuic

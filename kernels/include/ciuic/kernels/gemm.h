@@ -202,6 +202,60 @@ inline std::uint32_t pointer_alignment(const void* p) {
   return al;
 }
 
+// ---- aligned fallback ----
+// Where cuBLASLt offers no algorithm for a problem (typically operands that are not
+// 16-byte aligned: a row slice of an f16 matrix starts 2 bytes in), gemm() repacks
+// the operands that are not aligned into fresh buffers whose base, leading dimension
+// and batch stride are multiples of 16 bytes, runs the aligned problem and copies C
+// (and the aux output) back. This is the host-side plan of that repacking.
+
+// ld rounded up so that every row starts on a 16-byte boundary.
+inline std::int64_t aligned_ld(std::int64_t ld, DType t) {
+  const auto per = static_cast<std::int64_t>(16 / dtype_size(t));
+  return (ld + per - 1) / per * per;
+}
+
+// A row-major operand of `rows` x `cols` stored with leading dimension ld and batch
+// stride (0: shared by every batch entry).
+struct GemmOperand {
+  std::int64_t rows = 0, cols = 0, ld = 0, stride = 0;
+  bool repack = false;        // copy into an aligned buffer
+  std::int64_t new_ld = 0, new_stride = 0;
+};
+
+struct GemmRepackPlan {
+  GemmProblem p;  // the aligned problem that runs instead
+  GemmOperand a, b, c, aux;
+  bool bias = false;  // copy the bias (n values) too
+  bool any() const { return a.repack || b.repack || c.repack || aux.repack || bias; }
+};
+
+inline GemmRepackPlan gemm_repack_plan(const GemmProblem& p, const void* a, const void* b, const void* c,
+                                       const void* bias, const void* aux) {
+  GemmRepackPlan r;
+  r.p = p;
+  auto plan = [&](GemmOperand& o, const void* ptr, std::int64_t rows, std::int64_t cols, std::int64_t ld,
+                  std::int64_t stride, DType t, std::int64_t& p_ld, std::int64_t& p_stride) {
+    const auto es = static_cast<std::int64_t>(dtype_size(t));
+    o.rows = rows;
+    o.cols = cols;
+    o.ld = ld;
+    o.stride = p.batch > 1 ? stride : 0;
+    o.repack = pointer_alignment(ptr) < 16 || (ld * es) % 16 != 0 || (o.stride * es) % 16 != 0;
+    o.new_ld = o.repack ? aligned_ld(ld, t) : ld;
+    o.new_stride = o.repack ? (o.stride == 0 ? 0 : rows * o.new_ld) : o.stride;
+    p_ld = o.new_ld;
+    p_stride = o.new_stride;
+  };
+  plan(r.a, a, p.trans_a ? p.k : p.m, p.trans_a ? p.m : p.k, p.lda, p.stride_a, p.ab_dtype, r.p.lda, r.p.stride_a);
+  plan(r.b, b, p.trans_b ? p.n : p.k, p.trans_b ? p.k : p.n, p.ldb, p.stride_b, p.ab_dtype, r.p.ldb, r.p.stride_b);
+  plan(r.c, c, p.m, p.n, p.ldc, p.stride_c, p.c_dtype, r.p.ldc, r.p.stride_c);
+  if (epilogue_has_aux(p.epilogue))
+    plan(r.aux, aux, p.m, p.n, p.aux_ld, p.aux_stride, p.c_dtype, r.p.aux_ld, r.p.aux_stride);
+  r.bias = epilogue_has_bias(p.epilogue) && pointer_alignment(bias) < 16;
+  return r;
+}
+
 // Everything the cached descriptors and algorithm depend on.
 struct GemmKey {
   int device = 0;
@@ -294,6 +348,9 @@ void gemm_batched(const GemmProblem& p, double alpha, const void* const* a, cons
 
 // Number of cached plans on the current device (for tests and diagnostics).
 std::size_t gemm_cached_plans();
+// Number of per-stream workspaces on the current device (one per stream that ran a
+// gemm; bounded because Stream::create pools its streams).
+std::size_t gemm_cached_workspaces();
 
 // Synchronises every device that has gemm resources, then frees the workspaces,
 // cached descriptors and handles. No gemm may run concurrently; later calls

@@ -5,9 +5,13 @@
 // Rounding: every f32 operation below goes through fmul_rn / fadd_rn / fma_rn /
 // fdiv_rn / fsqrt_rn, which are the IEEE round-to-nearest intrinsics on the
 // device (never contracted into FMAs by nvcc) and the plain operators / std::fma
-// / std::sqrt on the host (ciuic builds with -std=c++20, i.e. -ffp-contract=off
-// for GCC). So a CPU step and a GPU step give bit-identical f32 results for the
-// same inputs, which is what the [cuda] optimizer tests check.
+// / std::sqrt on the host. -std=c++20 does NOT stop g++ from contracting a * b + c
+// into an FMA on an FMA host (-mfma, -march=native, aarch64): meson.build passes
+// -ffp-contract=off to every host compilation, and tests/test_optim_math_bits.cpp,
+// also built with FMA code generation as ciuic_fma_tests, checks it. So a CPU step
+// and a GPU step give bit-identical f32 results for the same inputs, which is what
+// the [cuda] optimizer tests check. Code that includes this header outside ciuic's
+// build must use -ffp-contract=off as well to get the same bits.
 //
 // Hyperparameters arrive as doubles; the derived per-step constants (bias
 // corrections, decay factors) are computed once on the host in double and rounded
@@ -244,5 +248,15 @@ CIUIC_HD float nan_propagating_max(float a, float b) {
 // True for finite values (neither inf nor NaN): the exponent bits are not all ones.
 // Bit test, so no fast-math setting can fold it away.
 CIUIC_HD bool is_finite_f32(float x) { return (f32_bits(x) & 0x7f800000u) != 0x7f800000u; }
+
+// One element of the unscale pass: out = in * inv_scale, rounded to Out (float,
+// Half or BFloat16); returns whether the value *stored* is finite. The check comes
+// after the conversion: a finite f32 product above 65504 becomes inf in f16 and
+// must raise found_inf like any other overflow. CPU and GPU both call this.
+template <typename Out>
+CIUIC_HD bool unscale_element(float in, float inv_scale, Out& out) {
+  out = Out(scaled_grad(in, inv_scale));
+  return is_finite_f32(static_cast<float>(out));
+}
 
 }  // namespace ciuic::kernels

@@ -101,7 +101,10 @@ CIUIC_HD ArgMaxState<A> argmax_merge(ArgMaxState<A> a, ArgMaxState<A> b) {
 // Empty: m = -inf, s = 0. -inf elements contribute exactly 0 and never form
 // -inf - (-inf); a nan element makes s nan (the row becomes nan, as on the CPU).
 // A row of only -inf ends with m = -inf, s = 0: the caller's exp(x - m) / s is nan,
-// which matches the CPU reference (and PyTorch).
+// which matches the CPU reference (and PyTorch). A +inf element makes s nan at once
+// (m = +inf): the CPU reference's exp(inf - inf) is nan, so the whole row is nan
+// whichever lane holds the inf and in whatever order states merge (pushing it as
+// an ordinary new maximum would give s = 1 in one lane and nan in another).
 template <typename A>
 struct SoftmaxState {
   A m = -std::numeric_limits<A>::infinity();
@@ -111,7 +114,10 @@ struct SoftmaxState {
 template <typename A>
 CIUIC_HD SoftmaxState<A> softmax_push(SoftmaxState<A> st, A x) {
   using std::exp;
-  if (x > st.m) {
+  if (x == std::numeric_limits<A>::infinity()) {
+    st.m = x;
+    st.s = std::numeric_limits<A>::quiet_NaN();
+  } else if (x > st.m) {
     // rescale the old sum to the new max; st.s == 0 covers the empty state (m = -inf)
     st.s = (st.s == A(0) ? A(0) : st.s * exp(st.m - x)) + A(1);
     st.m = x;
