@@ -115,18 +115,19 @@ TEST_CASE("hostile: integer division by zero and overflow are defined and never 
         std::vector<std::int64_t>{3, -4, mn, -5});
   CHECK(floor_divide(from_vector<std::int32_t>({INT32_MIN, 9}, {2}), from_vector<std::int32_t>({-1, -4}, {2}))
             .to_vector<std::int32_t>() == std::vector<std::int32_t>{INT32_MIN, -3});
-  // add / sub / mul wrap modulo 2^64 (2^32), as PyTorch does.
+  // add / sub / mul with integer tensors and integer scalars wrap modulo 2^64 (2^32), as PyTorch
+  // does (a floating scalar would promote to f32).
   Tensor big = from_vector<std::int64_t>({mx, mn, mx, 3}, {4});
-  CHECK(add(big, 1.0).to_vector<std::int64_t>() == std::vector<std::int64_t>{mn, mn + 1, mn, 4});
-  CHECK(sub(big, 1.0).to_vector<std::int64_t>() == std::vector<std::int64_t>{mx - 1, mx, mx - 1, 2});
+  CHECK(add(big, 1).to_vector<std::int64_t>() == std::vector<std::int64_t>{mn, mn + 1, mn, 4});
+  CHECK(sub(big, 1).to_vector<std::int64_t>() == std::vector<std::int64_t>{mx - 1, mx, mx - 1, 2});
   CHECK(mul(big, big).to_vector<std::int64_t>() == std::vector<std::int64_t>{1, 0, 1, 9});
-  CHECK(mul(big, 2.0).to_vector<std::int64_t>() == std::vector<std::int64_t>{-2, 0, -2, 6});
+  CHECK(mul(big, 2).to_vector<std::int64_t>() == std::vector<std::int64_t>{-2, 0, -2, 6});
   Tensor i32 = from_vector<std::int32_t>({INT32_MAX, INT32_MIN}, {2});
   CHECK(add(i32, i32).to_vector<std::int32_t>() == std::vector<std::int32_t>{-2, 0});
-  CHECK(sub(from_vector<std::int32_t>({INT32_MIN}, {1}), 1.0).to_vector<std::int32_t>() ==
+  CHECK(sub(from_vector<std::int32_t>({INT32_MIN}, {1}), 1).to_vector<std::int32_t>() ==
         std::vector<std::int32_t>{INT32_MAX});
-  CHECK(mul(i32, 3.0).to_vector<std::int32_t>() == std::vector<std::int32_t>{2147483645, INT32_MIN});
-  CHECK(add(from_vector<std::uint8_t>({250}, {1}), 10.0).to_vector<std::uint8_t>() == std::vector<std::uint8_t>{4});
+  CHECK(mul(i32, 3).to_vector<std::int32_t>() == std::vector<std::int32_t>{2147483645, INT32_MIN});
+  CHECK(add(from_vector<std::uint8_t>({250}, {1}), 10).to_vector<std::uint8_t>() == std::vector<std::uint8_t>{4});
   // The shared functors (the CUDA kernels use the same) follow the same rules.
   namespace m = kernels::math;
   CHECK(m::Add<std::int64_t>{}(mx, 1) == mn);
