@@ -154,7 +154,7 @@ TEST_CASE("CUDA attention with Tq != Tk, other head dims and batch shapes", "[cu
     }
   // f32 with the GPT head dims goes through the SIMT kernel too.
   check_case({1, 2, 100, 100, 64, 64, true, DType::f32});
-  // No batch dims at all, and a leading size-1 batch dim.
+  // No batch dims at all.
   Generator g{3, 0};
   Tensor q = randn({33, 64}, TensorOptions(DType::f32), &g).to(DType::f16);
   Tensor out = scaled_dot_product_attention(q.to(dut()), q.to(dut()), q.to(dut()), true);
