@@ -12,8 +12,6 @@ namespace fl = kernels::flash;
 
 namespace {
 
-constexpr std::int64_t BM = fl::kTcBM, BN = fl::kTcBN;
-
 float dot(const float* a, const float* b, std::int64_t n) {
   float s = 0;
   for (std::int64_t c = 0; c < n; ++c) s += a[c] * b[c];
@@ -41,6 +39,8 @@ void emulate_flash_forward(const EmuProblem& p, const std::vector<float>& q, con
                            const std::vector<float>& v, std::vector<float>& out, std::vector<float>& lse,
                            EmuCounts* counts) {
   const Drop drop(p);
+  const std::int64_t BM = p.bm, BN = p.bn;
+  auto round_p = [&](float x) { return p.round_p ? p.round(x) : x; };
   out.assign(static_cast<std::size_t>(p.B * p.Tq * p.Dv), 0.0f);
   lse.assign(static_cast<std::size_t>(p.B * p.Tq), 0.0f);
   const std::int64_t nq = fl::num_tiles(p.Tq, BM);
@@ -73,7 +73,7 @@ void emulate_flash_forward(const EmuProblem& p, const std::vector<float>& q, con
             const float pr = fl::online_p(t[c], m_new);
             ps += pr;
             const bool keep = fl::dropout_keep_at(p.seed, p.first, drop.threshold, bh, i, j, p.Tq, p.Tk);
-            const float pd = p.round(keep ? pr * drop.rscale : 0.0f);
+            const float pd = round_p(keep ? pr * drop.rscale : 0.0f);
             if (j >= p.Tk) continue;
             const float* vj = &v[static_cast<std::size_t>((bh * p.Tk + j) * p.Dv)];
             for (std::int64_t c2 = 0; c2 < p.Dv; ++c2) o[c2] += pd * vj[c2];
@@ -96,6 +96,7 @@ void emulate_flash_backward(const EmuProblem& p, const std::vector<float>& q, co
                             EmuCounts* counts) {
   const Drop drop(p);
   const float c2 = p.scale * fl::kLog2e;
+  auto round_p = [&](float x) { return p.round_p ? p.round(x) : x; };
   // delta = rowsum(grad_out * out): the small kernel before the two backward kernels.
   std::vector<float> delta(static_cast<std::size_t>(p.B * p.Tq));
   for (std::int64_t r = 0; r < p.B * p.Tq; ++r)
@@ -111,10 +112,9 @@ void emulate_flash_backward(const EmuProblem& p, const std::vector<float>& q, co
     const bool keep = fl::dropout_keep_at(p.seed, p.first, drop.threshold, bh, i, j, p.Tq, p.Tk);
     const float dpd = dot(&grad_out[static_cast<std::size_t>((bh * p.Tq + i) * p.Dv)],
                           &v[static_cast<std::size_t>((bh * p.Tk + j) * p.Dv)], p.Dv);
-    pd = p.round(keep ? pr * drop.rscale : 0.0f);
-    ds = p.round(fl::grad_score(pr, keep ? dpd * drop.rscale : 0.0f, delta[static_cast<std::size_t>(bh * p.Tq + i)]));
+    pd = round_p(keep ? pr * drop.rscale : 0.0f);
+    ds = round_p(fl::grad_score(pr, keep ? dpd * drop.rscale : 0.0f, delta[static_cast<std::size_t>(bh * p.Tq + i)]));
   };
-  const std::int64_t nq = fl::num_tiles(p.Tq, BM), nk = fl::num_tiles(p.Tk, BN);
   grad_q.assign(static_cast<std::size_t>(p.B * p.Tq * p.D), 0.0f);
   grad_k.assign(static_cast<std::size_t>(p.B * p.Tk * p.D), 0.0f);
   grad_v.assign(static_cast<std::size_t>(p.B * p.Tk * p.Dv), 0.0f);
@@ -122,32 +122,37 @@ void emulate_flash_backward(const EmuProblem& p, const std::vector<float>& q, co
       dq(static_cast<std::size_t>(p.D));
   for (std::int64_t bh = 0; bh < p.B; ++bh) {
     // dK / dV kernel: one block per key tile, query tiles in increasing order.
-    for (std::int64_t kt = 0; kt < nk; ++kt) {
-      const std::int64_t qbeg = fl::q_tile_begin(kt, BM, BN, p.Tq, p.causal);
-      if (counts) counts->dkdv_tiles += std::max<std::int64_t>(nq - qbeg, 0);
-      for (std::int64_t r = 0; r < fl::tile_rows(kt, p.Tk, BN); ++r) {
-        const std::int64_t j = kt * BN + r;
-        std::fill(dk.begin(), dk.end(), 0.0f);
-        std::fill(dv.begin(), dv.end(), 0.0f);
-        for (std::int64_t qt = qbeg; qt < nq; ++qt) {
-          const bool masked = fl::tile_needs_mask(qt, kt, BM, BN, p.Tq, p.Tk, p.causal);
-          for (std::int64_t c = 0; c < fl::tile_rows(qt, p.Tq, BM); ++c) {
-            const std::int64_t i = qt * BM + c;
-            float pd, ds;
-            element(bh, i, j, masked, pd, ds);
-            const float* goi = &grad_out[static_cast<std::size_t>((bh * p.Tq + i) * p.Dv)];
-            const float* qi = &q[static_cast<std::size_t>((bh * p.Tq + i) * p.D)];
-            for (std::int64_t e = 0; e < p.Dv; ++e) dv[e] += pd * goi[e];
-            for (std::int64_t e = 0; e < p.D; ++e) dk[e] += ds * qi[e];
+    {  // its own tile sizes
+      const std::int64_t BM = p.dkdv_bm, BN = p.dkdv_bn;
+      const std::int64_t nq = fl::num_tiles(p.Tq, BM), nk = fl::num_tiles(p.Tk, BN);
+      for (std::int64_t kt = 0; kt < nk; ++kt) {
+        const std::int64_t qbeg = fl::q_tile_begin(kt, BM, BN, p.Tq, p.causal);
+        if (counts) counts->dkdv_tiles += std::max<std::int64_t>(nq - qbeg, 0);
+        for (std::int64_t r = 0; r < fl::tile_rows(kt, p.Tk, BN); ++r) {
+          const std::int64_t j = kt * BN + r;
+          std::fill(dk.begin(), dk.end(), 0.0f);
+          std::fill(dv.begin(), dv.end(), 0.0f);
+          for (std::int64_t qt = qbeg; qt < nq; ++qt) {
+            const bool masked = fl::tile_needs_mask(qt, kt, BM, BN, p.Tq, p.Tk, p.causal);
+            for (std::int64_t c = 0; c < fl::tile_rows(qt, p.Tq, BM); ++c) {
+              const std::int64_t i = qt * BM + c;
+              float pd, ds;
+              element(bh, i, j, masked, pd, ds);
+              const float* goi = &grad_out[static_cast<std::size_t>((bh * p.Tq + i) * p.Dv)];
+              const float* qi = &q[static_cast<std::size_t>((bh * p.Tq + i) * p.D)];
+              for (std::int64_t e = 0; e < p.Dv; ++e) dv[e] += pd * goi[e];
+              for (std::int64_t e = 0; e < p.D; ++e) dk[e] += ds * qi[e];
+            }
           }
+          for (std::int64_t e = 0; e < p.D; ++e)
+            grad_k[static_cast<std::size_t>((bh * p.Tk + j) * p.D + e)] = p.round(dk[e] * p.scale);
+          for (std::int64_t e = 0; e < p.Dv; ++e)
+            grad_v[static_cast<std::size_t>((bh * p.Tk + j) * p.Dv + e)] = p.round(dv[e]);
         }
-        for (std::int64_t e = 0; e < p.D; ++e)
-          grad_k[static_cast<std::size_t>((bh * p.Tk + j) * p.D + e)] = p.round(dk[e] * p.scale);
-        for (std::int64_t e = 0; e < p.Dv; ++e)
-          grad_v[static_cast<std::size_t>((bh * p.Tk + j) * p.Dv + e)] = p.round(dv[e]);
       }
     }
     // dQ kernel: one block per query tile, key tiles in increasing order up to the causal end.
+    const std::int64_t BM = p.bm, BN = p.bn, nq = fl::num_tiles(p.Tq, BM);
     for (std::int64_t qt = 0; qt < nq; ++qt) {
       const std::int64_t kend = fl::kv_tile_end(qt, BM, BN, p.Tq, p.Tk, p.causal);
       if (counts) counts->dq_tiles += kend;

@@ -25,6 +25,18 @@ struct EmuProblem {
   double dropout_p = 0;
   std::uint64_t seed = 0, first = 0;
   std::function<float(float)> round = [](float x) { return x; };
+  // The schedule: Tensor Core kernels by default (64 x 64 tiles everywhere, P and dS
+  // rounded to the dtype); simt() switches to the SIMT kernels' tiles (forward and
+  // dQ: 16 query rows x 32 keys; dK/dV: 16 keys x 32 query rows; P and dS in f32).
+  std::int64_t bm = 64, bn = 64, dkdv_bm = 64, dkdv_bn = 64;
+  bool round_p = true;
+  void simt() {
+    bm = 16;
+    bn = 32;
+    dkdv_bm = 32;
+    dkdv_bn = 16;
+    round_p = false;
+  }
 };
 
 // Tiles visited, to check causal block skipping.
