@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(kThreads) delta_kernel(const T* go, const T* o
   if (row >= rows) return;
   const int lane = threadIdx.x % 32;
   float s = 0;
-  for (int c = lane; c < Dv; c += 32) s += static_cast<float>(go[row * Dv + c]) * static_cast<float>(o[row * Dv + c]);
+  for (int c = lane; c < Dv; c += 32) s += to_f32(go[row * Dv + c]) * to_f32(o[row * Dv + c]);
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
   if (lane == 0) delta[row] = s;
@@ -318,7 +318,7 @@ std::size_t simt_dkdv_smem(int D, int Dv) {
 
 template <typename T>
 __device__ __forceinline__ float ld(const T* p) {
-  return static_cast<float>(*p);
+  return to_f32(*p);
 }
 
 template <typename T>
@@ -390,7 +390,7 @@ __global__ void __launch_bounds__(kThreads) dq_simt_kernel(Args a) {
     T* row = static_cast<T*>(a.grad_q) + (bh * a.Tq + i) * D;
 #pragma unroll
     for (int e = 0; e < kChunks; ++e)
-      if (lane + 32 * e < D) row[lane + 32 * e] = T(dq[r][e] * a.scale);
+      if (lane + 32 * e < D) row[lane + 32 * e] = from_f32<T>(dq[r][e] * a.scale);
   }
 }
 
@@ -470,8 +470,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_simt_kernel(Args a) {
     T* vrow = static_cast<T*>(a.grad_v) + (bh * a.Tk + j) * Dv;
 #pragma unroll
     for (int e = 0; e < kChunks; ++e) {
-      if (lane + 32 * e < D) krow[lane + 32 * e] = T(dk[r][e] * a.scale);
-      if (lane + 32 * e < Dv) vrow[lane + 32 * e] = T(dv[r][e]);
+      if (lane + 32 * e < D) krow[lane + 32 * e] = from_f32<T>(dk[r][e] * a.scale);
+      if (lane + 32 * e < Dv) vrow[lane + 32 * e] = from_f32<T>(dv[r][e]);
     }
   }
 }

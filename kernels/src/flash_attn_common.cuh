@@ -74,6 +74,21 @@ template <> struct Cuda16<BFloat16> {
   static __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 };
 
+// Storage <-> f32 for the SIMT kernels through the CUDA intrinsics (round to nearest
+// even, the same bits as ciuic/half.h's conversions, without its bit manipulation).
+template <typename T>
+__device__ __forceinline__ float to_f32(T x) {
+  if constexpr (std::is_same_v<T, Half>) return __half2float(__ushort_as_half(x.bits));
+  else if constexpr (std::is_same_v<T, BFloat16>) return __bfloat162float(__ushort_as_bfloat16(x.bits));
+  else return x;
+}
+template <typename T>
+__device__ __forceinline__ T from_f32(float x) {
+  if constexpr (std::is_same_v<T, Half>) return Half::from_bits(__half_as_ushort(__float2half_rn(x)));
+  else if constexpr (std::is_same_v<T, BFloat16>) return BFloat16::from_bits(__bfloat16_as_ushort(__float2bfloat16_rn(x)));
+  else return x;
+}
+
 // Four floats rounded to E and stored as one 8-byte access (dst 8-byte aligned).
 template <typename E, typename C>
 __device__ __forceinline__ void store4(E* dst, float a, float b, float c, float d) {

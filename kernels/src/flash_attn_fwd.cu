@@ -214,7 +214,7 @@ __global__ void __launch_bounds__(kThreads) fwd_simt_kernel(Args a) {
 
   for (int idx = threadIdx.x; idx < kSimtRows * D; idx += blockDim.x) {
     const int r = idx / D, c = idx - r * D;
-    Qs[idx] = q0 + r < a.Tq ? static_cast<float>(row_ptr<T>(a.q, a.q_s0, a.q_s1, a.q_st, a.B1, bh, q0 + r)[c]) : 0.0f;
+    Qs[idx] = q0 + r < a.Tq ? to_f32(row_ptr<T>(a.q, a.q_s0, a.q_s1, a.q_st, a.B1, bh, q0 + r)[c]) : 0.0f;
   }
   float m[kSimtRowsPerWarp], l[kSimtRowsPerWarp], o[kSimtRowsPerWarp][kChunks];
 #pragma unroll
@@ -231,11 +231,11 @@ __global__ void __launch_bounds__(kThreads) fwd_simt_kernel(Args a) {
     for (int idx = threadIdx.x; idx < kSimtCols * D; idx += blockDim.x) {
       const int r = idx / D, c = idx - r * D;
       Ks[r * KP + c] =
-          k0 + r < a.Tk ? static_cast<float>(row_ptr<T>(a.k, a.k_s0, a.k_s1, a.k_st, a.B1, bh, k0 + r)[c]) : 0.0f;
+          k0 + r < a.Tk ? to_f32(row_ptr<T>(a.k, a.k_s0, a.k_s1, a.k_st, a.B1, bh, k0 + r)[c]) : 0.0f;
     }
     for (int idx = threadIdx.x; idx < kSimtCols * Dv; idx += blockDim.x) {
       const int r = idx / Dv, c = idx - r * Dv;
-      Vs[idx] = k0 + r < a.Tk ? static_cast<float>(row_ptr<T>(a.v, a.v_s0, a.v_s1, a.v_st, a.B1, bh, k0 + r)[c]) : 0.0f;
+      Vs[idx] = k0 + r < a.Tk ? to_f32(row_ptr<T>(a.v, a.v_s0, a.v_s1, a.v_st, a.B1, bh, k0 + r)[c]) : 0.0f;
     }
     __syncthreads();
     const bool masked = tile_needs_mask(qt, kt, kSimtRows, kSimtCols, a.Tq, a.Tk, a.causal);
@@ -277,7 +277,7 @@ __global__ void __launch_bounds__(kThreads) fwd_simt_kernel(Args a) {
     T* orow = static_cast<T*>(a.out) + (bh * a.Tq + i) * Dv;
 #pragma unroll
     for (int e = 0; e < kChunks; ++e)
-      if (lane + 32 * e < Dv) orow[lane + 32 * e] = T(o[r][e] * inv);
+      if (lane + 32 * e < Dv) orow[lane + 32 * e] = from_f32<T>(o[r][e] * inv);
     if (lane == 0) a.lse[bh * a.Tq + i] = lse_from_stats(m[r], l[r]);
   }
 }
