@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "ciuic/ciuic.h"
+#include "ciuic/models/transformer.h"
 #include "test_util.h"
 
 using namespace ciuic;
@@ -241,6 +242,45 @@ TEST_CASE("CUDA attention: long sequences never materialise the probabilities", 
     INFO("CPU reference peak bytes " << used << ", budget " << budget);
     CHECK(used > budget);
     CHECK(used >= p_bytes);
+  }
+}
+
+TEST_CASE("a tiny GPT trains on the device under test with the CPU's losses", "[cuda][attention][models]") {
+  // Head dim 64: the SIMT kernels in f32, the Tensor Core kernels in bf16 (AdamW with f32 master weights).
+  for (DType dt : {DType::f32, DType::bf16}) {
+    INFO(dtype_name(dt));
+    auto losses = [&](Device dev) {
+      Generator init{5, 0};
+      models::GPTConfig cfg;
+      cfg.vocab = 61;
+      cfg.max_seq = 32;
+      cfg.layers = 2;
+      cfg.dim = 128;
+      cfg.heads = 2;
+      models::GPT gpt(cfg, CheckpointPolicy::none(), &init);
+      gpt.to(dt);
+      gpt.to(dev);
+      optim::AdamW opt(gpt.parameters(), optim::AdamWOptions(1e-3));
+      Generator tg{9, 0};
+      Tensor ids = clamp(mul(rand({2, 33}, DType::f64, &tg), 61.0), 0.0, 60.0).to(DType::i64);
+      Tensor idx = ids.slice(1, 0, 32).contiguous().to(dev), tgt = ids.slice(1, 1, 33).contiguous().to(dev);
+      std::vector<double> out;
+      for (int step = 0; step < 4; ++step) {
+        opt.zero_grad();
+        Tensor loss = gpt.loss(idx, tgt);
+        loss.backward();
+        opt.step();
+        out.push_back(loss.to(kCpu).item());
+      }
+      return out;
+    };
+    const std::vector<double> got = losses(dut()), want = losses(kCpu);
+    REQUIRE(got.size() == want.size());
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      INFO("step " << i);
+      CHECK(got[i] == Approx(want[i]).epsilon(dt == DType::f32 ? 1e-4 : 2e-2));
+    }
+    CHECK(want.back() < want.front());  // it trains
   }
 }
 
