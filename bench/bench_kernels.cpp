@@ -278,6 +278,30 @@ void bench_conv(Bench& b) {
   }
 }
 
+// Causal flash attention, f16, 12 heads of 64: GPT-2 124M (B = 16, T = 1024) and a long
+// context (B = 4, T = 4096), forward and forward + backward (gradients of q, k, v),
+// as the baseline's sdpa rows. FLOPs count the matmuls a causal attention needs, half
+// the square: forward 4 B H T^2 D / 2; backward 2.5x that (Q K^T recomputed, dV, dP,
+// dQ, dK), so forward + backward 3.5x. Our dQ kernel recomputes Q K^T and dO V^T once
+// more (for determinism); that work is not counted.
+void bench_attention(Bench& b) {
+  const std::int64_t H = 12, D = 64;
+  for (auto [B, T] : {std::pair<std::int64_t, std::int64_t>{16, 1024}, {4, 4096}}) {
+    const std::string shape = std::to_string(B) + "x" + std::to_string(H) + "x" + std::to_string(T) + "x" + std::to_string(D);
+    const double fwd = 4.0 * B * H * static_cast<double>(T) * T * D / 2;
+    Tensor q = randn({B, H, T, D}, on_gpu(DType::f16)).requires_grad_(true);
+    Tensor k = randn({B, H, T, D}, on_gpu(DType::f16)).requires_grad_(true);
+    Tensor v = randn({B, H, T, D}, on_gpu(DType::f16)).requires_grad_(true);
+    Tensor go = randn({B, H, T, D}, on_gpu(DType::f16));
+    {
+      NoGradGuard ng;
+      b.add("sdpa_causal_fwd_fp16_" + shape, 0, fwd, [&] { scaled_dot_product_attention(q, k, v, true); });
+    }
+    b.add("sdpa_causal_fwdbwd_fp16_" + shape, 0, 3.5 * fwd,
+          [&] { ciuic::grad({scaled_dot_product_attention(q, k, v, true)}, {q, k, v}, {go}); });
+  }
+}
+
 int run(const std::string& json, const std::string& torch_path, int repeats) {
   std::map<std::string, TorchRow> torch;
   if (!torch_path.empty()) torch = read_torch(torch_path);
@@ -291,6 +315,7 @@ int run(const std::string& json, const std::string& torch_path, int repeats) {
   bench_elementwise(b);
   bench_adamw(b);
   bench_conv(b);
+  bench_attention(b);
   synchronize(kGpu);
 
   const double bw_ceiling = gbps(b.rows().front());  // memcpy_d2d_256MiB

@@ -189,8 +189,13 @@ Tensor mse_loss(const Tensor& input, const Tensor& target);  // mean reduction
 // The mask is a function of (gen seed, offset): replaying the generator state replays it.
 Tensor dropout(const Tensor& x, double p, bool training = true, Generator* gen = nullptr);
 // q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) -> (..., Tq, Dv); scale defaults to 1/sqrt(D).
+// causal: query i sees keys j <= i (top-left aligned). dropout_p > 0 drops attention
+// probabilities (scaling the rest by 1/(1-p)) with a mask drawn from gen (default
+// generator when null), identical on CPU and CUDA and replayed by checkpointing;
+// pass 0 outside training. On CUDA: flash kernels, no (Tq, Tk) matrix stored.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = false,
-                                    std::optional<double> scale = std::nullopt);
+                                    std::optional<double> scale = std::nullopt, double dropout_p = 0.0,
+                                    Generator* gen = nullptr);
 
 // ---- shape ops ----
 Tensor cat(const std::vector<Tensor>& tensors, std::int64_t dim = 0);
