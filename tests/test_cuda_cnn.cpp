@@ -27,40 +27,8 @@
 #include "ciuic/models/cnn.h"
 #include "test_util.h"
 
-// The device under test: the gpu-defects helper once it is in the tree; until then the
-// same few definitions here (cuda(0) with a usable GPU unless CIUIC_TEST_DEVICE=cpu,
-// else the CPU).
-#if __has_include("device_under_test.h")
+// The device under test: cuda(0) with a usable GPU (unless CIUIC_TEST_DEVICE=cpu), else the CPU.
 #include "device_under_test.h"
-#else
-#include <cstdlib>
-#include <cstring>
-namespace ciuic::test {
-inline Device dut() {
-  static const Device d = [] {
-    const char* env = std::getenv("CIUIC_TEST_DEVICE");
-    const bool force_cpu = env != nullptr && std::strcmp(env, "cpu") == 0;
-    return !force_cpu && cuda_available() ? Device::cuda(0) : Device::cpu();
-  }();
-  return d;
-}
-inline bool dut_is_gpu() { return dut().is_cuda(); }
-inline void* dut_stream() { return current_stream(dut()); }
-inline const char* dut_name() { return dut_is_gpu() ? "cuda:0" : "cpu (no usable GPU)"; }
-}  // namespace ciuic::test
-#define CIUIC_DUT_GPU_ONLY(...)                        \
-  do {                                                 \
-    if (::ciuic::test::dut_is_gpu()) { __VA_ARGS__; }  \
-  } while (0)
-#define CHECK_ON_GPU(...)              \
-  do {                                 \
-    if (::ciuic::test::dut_is_gpu()) { \
-      CHECK(__VA_ARGS__);              \
-    } else {                           \
-      (void)(__VA_ARGS__);             \
-    }                                  \
-  } while (0)
-#endif
 
 #ifdef CIUIC_WITH_CUDA
 #include "ciuic/kernels/pool.h"
