@@ -54,8 +54,14 @@ log "ciuic.pc:"; sed 's/^/    /' "$pcdir/ciuic.pc"
 if grep -q nlohmann_json "$pcdir/ciuic.pc" && ! grep -rq nlohmann "$REPO/engine/include" "$REPO/kernels/include"; then
   log "ciuic.pc requires nlohmann_json, which no public header includes"; exit 1
 fi
-if grep -q -- '-lcudart' "$pcdir/ciuic.pc" && ! grep -Eq -- '-L/[^ ]*cuda[^ ]*' "$pcdir/ciuic.pc"; then
-  log "ciuic.pc links CUDA without -L for its library directory"; exit 1
+# -lcudart needs a -L folder that holds libcudart (the toolkit's lib64, wherever it is installed:
+# /usr/local/cuda/lib64 here, /usr/local/lib64 on a machine whose nvcc is /usr/local/bin/nvcc).
+if pc --libs | grep -q -- '-lcudart'; then
+  found=""
+  for d in $(pc --libs-only-L | sed 's/-L//g'); do
+    [ -e "$d/libcudart.so" ] && found=$d
+  done
+  [ -n "$found" ] || { log "ciuic.pc links -lcudart but none of its -L folders holds libcudart.so"; exit 1; }
 fi
 # shellcheck disable=SC2046
 g++ -o "$WORK/train_pc" .ci/consumer/train.cpp $(pc --cflags --libs)
