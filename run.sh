@@ -78,7 +78,7 @@ case "$cmd" in
     # sanitizer report fails the run. Huge requests must come back as null, not abort, so that
     # the library can answer them with OutOfMemory.
     BUILD_DIR=${SANITIZE_BUILD_DIR:-build-sanitize}
-    MESON_ARGS="-Dcuda=disabled -Dbench=false -Dbuildtype=plain -Db_sanitize=address,undefined -Db_lundef=false
+    MESON_ARGS="-Dcuda=disabled -Dbench=disabled -Dbuildtype=plain -Db_sanitize=address,undefined -Db_lundef=false
       ${MESON_ARGS:-}"
     # Read by `meson setup` only. float-cast-overflow is not part of GCC's -fsanitize=undefined;
     # -O1 -g1 keep the build cheap and the reports readable.

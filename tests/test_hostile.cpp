@@ -67,6 +67,12 @@ TEST_CASE("hostile: shape products and byte counts never overflow", "[errors]") 
   o.dilation[0] = INT64_MAX;
   CHECK_THROWS_WITH_ALL(conv2d(ones({1, 1, 2, 2}), ones({1, 1, 2, 1}), Tensor(), o), ShapeError, "conv2d",
                         "too small");
+  // A 1000x1000 kernel over a padded 1x1 input: a 1001x1001 output (4 MB) but an im2col buffer of
+  // 10^6 x 1001^2 f32 (4 TB), refused as OutOfMemory naming conv2d, not std::bad_alloc.
+  o = Conv2dOptions{};
+  o.padding[0] = o.padding[1] = 1000;
+  CHECK_THROWS_WITH_ALL(conv2d(ones({1, 1, 1, 1}), ones({1, 1, 1000, 1000}), Tensor(), o), OutOfMemory, "conv2d",
+                        "im2col", "1000x1000");
   CHECK_THROWS_WITH_ALL(avg_pool2d(ones({1, 1, 4, 4}), INT64_MAX, 1, INT64_MAX / 2), ValueError, "avg_pool2d",
                         "kernel = 9223372036854775807");
   CHECK_THROWS_WITH_ALL(max_pool2d(ones({1, 1, 4, 4}), 8, 1, 0), ShapeError, "max_pool2d", "too small");

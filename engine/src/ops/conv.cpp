@@ -123,6 +123,21 @@ Geometry check_conv(const Tensor& x, const Tensor& w, const Tensor& bias, const 
   return g;
 }
 
+// The im2col scratch col[K, P] (K = Cg*kh*kw, P = OH*OW) can be far larger than the input and the
+// output together (a large kernel over large padding), so it comes from the CPU allocator:
+// OutOfMemory naming conv2d and the request, within the CPU cap, never std::bad_alloc.
+template <typename A>
+Tensor make_col_buffer(const Geometry& g, std::int64_t n) {
+  constexpr DType dt = std::is_same_v<A, double> ? DType::f64 : DType::f32;
+  try {
+    return make_tensor({n}, dt, Device::cpu());
+  } catch (const OutOfMemory& e) {
+    detail::fail<OutOfMemory>(kOp, "the im2col buffer of ", g.K(), " x ", g.P(), " ", dtype_name(dt),
+                              " elements (kernel ", g.kh, "x", g.kw, " over ", g.Cg(), " channels, output ", g.OH,
+                              "x", g.OW, ") does not fit: ", e.what());
+  }
+}
+
 // col[K, P] from one image's channels [c0, c0 + Cg) of x (xi points at channel 0 of that image).
 template <typename A>
 void im2col(const Geometry& g, const A* xi, std::int64_t c0, A* col) {
@@ -183,13 +198,14 @@ Tensor conv2d_cpu(const Geometry& g, const Tensor& x, const Tensor& w, const Ten
     const A* pb = bias.defined() ? acc_data<T>(bias, bbuf) : nullptr;
     A* po = acc_out<T>(out, obuf);
     const std::int64_t K = g.K(), P = g.P(), Og = g.Og();
-    std::vector<A> col(static_cast<std::size_t>(K * P));
+    Tensor colt = make_col_buffer<A>(g, K * P);
+    A* col = detail::typed_ptr<A>(colt);
     for (std::int64_t n = 0; n < g.N; ++n) {
       const A* xi = px + n * g.Cin * g.H * g.W;
       for (std::int64_t gr = 0; gr < g.groups; ++gr) {
-        im2col(g, xi, gr * g.Cg(), col.data());
+        im2col(g, xi, gr * g.Cg(), col);
         A* og = po + (n * g.Cout + gr * Og) * P;
-        gemm<A>(false, false, Og, P, K, pw + gr * Og * K, K, col.data(), P, false, og, P);
+        gemm<A>(false, false, Og, P, K, pw + gr * Og * K, K, col, P, false, og, P);
       }
       if (pb)
         for (std::int64_t o = 0; o < g.Cout; ++o) {
@@ -214,7 +230,8 @@ GradList conv2d_backward_cpu(const Geometry& g, const Tensor& gout, const Tensor
     std::vector<A> gbuf, xbuf, wbuf, gxbuf, gwbuf, gbbuf;
     const A* pg = acc_data<T>(gout, gbuf);
     const std::int64_t K = g.K(), P = g.P(), Og = g.Og();
-    std::vector<A> col(static_cast<std::size_t>((want[0] || want[1]) ? K * P : 0));
+    Tensor colt = make_col_buffer<A>(g, (want[0] || want[1]) ? K * P : 0);
+    A* col = detail::typed_ptr<A>(colt);
     if (want[2]) {
       A* pgb = acc_out<T>(gb, gbbuf);
       for (std::int64_t n = 0; n < g.N; ++n)
@@ -231,9 +248,9 @@ GradList conv2d_backward_cpu(const Geometry& g, const Tensor& gout, const Tensor
       A* pgw = acc_out<T>(gw, gwbuf);
       for (std::int64_t n = 0; n < g.N; ++n)
         for (std::int64_t gr = 0; gr < g.groups; ++gr) {
-          im2col(g, px + n * g.Cin * g.H * g.W, gr * g.Cg(), col.data());
+          im2col(g, px + n * g.Cin * g.H * g.W, gr * g.Cg(), col);
           const A* gg = pg + (n * g.Cout + gr * Og) * P;
-          gemm<A>(false, true, Og, K, P, gg, P, col.data(), P, true, pgw + gr * Og * K, K);
+          gemm<A>(false, true, Og, K, P, gg, P, col, P, true, pgw + gr * Og * K, K);
         }
       store_acc<T>(gw, gwbuf);
     }
@@ -243,8 +260,8 @@ GradList conv2d_backward_cpu(const Geometry& g, const Tensor& gout, const Tensor
       for (std::int64_t n = 0; n < g.N; ++n)
         for (std::int64_t gr = 0; gr < g.groups; ++gr) {
           const A* gg = pg + (n * g.Cout + gr * Og) * P;
-          gemm<A>(true, false, K, P, Og, pw + gr * Og * K, K, gg, P, false, col.data(), P);
-          col2im_add(g, col.data(), gr * g.Cg(), pgx + n * g.Cin * g.H * g.W);
+          gemm<A>(true, false, K, P, Og, pw + gr * Og * K, K, gg, P, false, col, P);
+          col2im_add(g, col, gr * g.Cg(), pgx + n * g.Cin * g.H * g.W);
         }
       store_acc<T>(gx, gxbuf);
     }

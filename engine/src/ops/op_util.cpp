@@ -176,10 +176,23 @@ namespace k = kernels;
 std::vector<StridedLayout> merged_layouts(const char* op, const Shape& shape, const std::vector<Shape>& strides) {
   Shape sizes;
   std::vector<Shape> st(strides.size());
+  // No elements: one empty dim (the products below could overflow on, say, [0, 2^40, 2^40]).
+  if (std::find(shape.begin(), shape.end(), std::int64_t{0}) != shape.end()) {
+    std::vector<StridedLayout> empty(strides.size());
+    for (auto& l : empty) {
+      l.ndim = 1;
+      l.shape[0] = 0;
+      l.strides[0] = 1;
+    }
+    return empty;
+  }
   for (std::size_t d = 0; d < shape.size(); ++d) {
     if (shape[d] == 1) continue;
     bool merge = !sizes.empty();
-    for (std::size_t k = 0; merge && k < strides.size(); ++k) merge = st[k].back() == strides[k][d] * shape[d];
+    for (std::size_t k = 0; merge && k < strides.size(); ++k) {
+      std::int64_t span = 0;  // a stride that overflows when multiplied out cannot merge
+      merge = !__builtin_mul_overflow(strides[k][d], shape[d], &span) && st[k].back() == span;
+    }
     if (merge) {
       sizes.back() *= shape[d];
       for (std::size_t k = 0; k < strides.size(); ++k) st[k].back() = strides[k][d];
