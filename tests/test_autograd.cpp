@@ -29,6 +29,27 @@ TEST_CASE("a tensor used several times accumulates all its gradients", "[autogra
   CHECK(!x.grad().defined());
 }
 
+TEST_CASE("a defined gradient accumulates in place; an expanded one is replaced by the sum", "[autograd]") {
+  Tensor x = from_vector<double>({1, 2, 3}, {3}).requires_grad_();
+  sum(x * 2.0).backward();
+  const void* first = x.grad().data_ptr();
+  Tensor held = x.grad();  // as in PyTorch, a held .grad sees later accumulation
+  sum(mul(x, x)).backward();  // + 2x
+  CHECK(x.grad().data_ptr() == first);
+  CHECK(vals(held) == std::vector<double>{4, 6, 8});
+  // A gradient buffer the caller provides (a data-parallel bucket view) is accumulated into.
+  Tensor bucket = zeros({5}, DType::f64);
+  x.set_grad(bucket.narrow(0, 1, 3));
+  sum(x * 3.0).backward();
+  CHECK(vals(bucket) == std::vector<double>{0, 3, 3, 3, 0});
+  // An expanded gradient (its elements alias) must not be added into in place.
+  Tensor one = from_vector<double>({1}, {1});
+  x.set_grad(one.expand({3}));
+  sum(x * from_vector<double>({1, 2, 3}, {3})).backward();
+  CHECK(vals(x.grad()) == std::vector<double>{2, 3, 4});
+  CHECK(vals(one) == std::vector<double>{1});
+}
+
 TEST_CASE("backward twice without retain_graph is a clear error; with it, it works", "[autograd]") {
   Tensor x = from_vector<double>({1, 2}, {2}).requires_grad_();
   Tensor y = sum(exp(x));

@@ -330,7 +330,15 @@ class GraphTask {
     }
     if (capturing_) return;  // grad(): never touch .grad
     if (m.grad.defined()) {
-      m.grad = add(m.grad, g);
+      // In place, as PyTorch accumulates (backward never builds a graph here): a gradient that is a
+      // view into a data-parallel bucket (comm/ BucketedReducer) stays that view, with no copy.
+      // A grad whose elements overlap (an expanded tensor set by set_grad) or that is not dense is
+      // replaced by a fresh sum instead.
+      if (m.grad.is_contiguous() && m.grad.shape() == g.shape() && m.grad.dtype() == g.dtype() &&
+          m.grad.device() == g.device())
+        m.grad.add_(g);
+      else
+        m.grad = add(m.grad, g);
     } else {
       // Own the gradient: g may alias a root gradient or another leaf's gradient.
       bool exclusive = g.impl_ptr().use_count() == 1 && g.storage().use_count() == 1 && g.is_contiguous();
