@@ -230,8 +230,7 @@ double Tensor::item() const {
   CIUIC_CHECK(numel() == 1, ShapeError, "item", "tensor ", describe(*this), " has ", numel(),
               " elements; expected exactly one");
   detail::count_item_read();
-  auto bytes = detail::host_bytes(*this, DType::f64);
-  if (device().is_cpu()) check_device_errors(device());  // (a GPU tensor's copy checked its device)
+  auto bytes = detail::host_bytes(*this, DType::f64);  // a check point of deferred errors
   double v;
   std::memcpy(&v, bytes.data(), sizeof v);
   return v;
@@ -245,6 +244,9 @@ std::vector<unsigned char> host_bytes(const Tensor& t, DType to) {
   if (out.empty()) return out;
   Tensor host = from_blob(out.data(), t.shape(), to, Device::cpu());
   copy_impl(host, t.detach());
+  // A read to the host is a check point of deferred errors on every device (a GPU tensor's copy
+  // checked its device in copy_impl); a CPU op's deferred error surfaces here, as on a GPU.
+  if (t.device().is_cpu()) check_device_errors(Device::cpu());
   return out;
 }
 

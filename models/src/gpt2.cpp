@@ -244,9 +244,16 @@ std::vector<std::int64_t> GPT2::generate(const std::vector<std::int64_t>& prompt
   CIUIC_CHECK(!prompt.empty(), ValueError, "GPT2::generate", "the prompt is empty; give at least one token");
   CIUIC_CHECK(opts.max_new_tokens >= 0, ValueError, "GPT2::generate", "max_new_tokens ", opts.max_new_tokens,
               " must be >= 0");
-  const std::int64_t total = static_cast<std::int64_t>(prompt.size()) + opts.max_new_tokens;
-  CIUIC_CHECK(total <= cfg_.max_seq_len, ValueError, "GPT2::generate", "prompt (", prompt.size(), ") + ",
-              opts.max_new_tokens, " new tokens exceed max_seq_len ", cfg_.max_seq_len);
+  // Compared without forming prompt + new tokens (max_new_tokens may be near INT64_MAX).
+  const std::int64_t plen = static_cast<std::int64_t>(prompt.size());
+  CIUIC_CHECK(plen <= cfg_.max_seq_len && opts.max_new_tokens <= cfg_.max_seq_len - plen, ValueError,
+              "GPT2::generate", "prompt (", plen, ") + ", opts.max_new_tokens, " new tokens exceed max_seq_len ",
+              cfg_.max_seq_len);
+  // Checked here too (sample_token checks them per token) so that nothing runs before the error.
+  CIUIC_CHECK(opts.temperature >= 0.0 && std::isfinite(opts.temperature), ValueError, "GPT2::generate",
+              "temperature ", opts.temperature, "; expected a finite value >= 0 (0: greedy)");
+  CIUIC_CHECK(opts.top_k >= 0, ValueError, "GPT2::generate", "top_k ", opts.top_k,
+              "; expected >= 0 (0: the whole vocabulary)");
   for (std::int64_t t : prompt)
     CIUIC_CHECK(t >= 0 && t < cfg_.vocab_size, IndexError, "GPT2::generate", "prompt token ", t,
                 " is outside the vocabulary [0, ", cfg_.vocab_size, ")");
