@@ -132,3 +132,30 @@ TEST_CASE("hostile: out-of-range indices in index-taking ops are IndexErrors nam
   CHECK_THROWS_WITH_ALL(multinomial(from_vector<double>({0.0, 0.0}, {2}), 1), ValueError, "multinomial");
   CHECK_THROWS_WITH_ALL(multinomial(from_vector<double>({0.5, 0.5}, {2}), 3, false), ValueError, "multinomial");
 }
+
+TEST_CASE("hostile: module constructors refuse sizes no layer can have", "[errors][nn]") {
+  CHECK_THROWS_WITH_ALL(nn::Linear(-1, 4), ValueError, "Linear", "-1");
+  CHECK_THROWS_WITH_ALL(nn::Linear(4, -3), ValueError, "Linear", "-3");
+  CHECK_THROWS_AS(nn::Linear(std::int64_t{1} << 40, std::int64_t{1} << 40), Error);  // 2^80 weights
+  CHECK_THROWS_WITH_ALL(nn::Embedding(-5, 3), ValueError, "Embedding", "-5");
+  CHECK_THROWS_WITH_ALL(nn::LayerNorm(-2), ValueError, "LayerNorm", "-2");
+  CHECK_THROWS_WITH_ALL(nn::LayerNorm(4, -1.0), ValueError, "LayerNorm", "eps");
+  CHECK_THROWS_WITH_ALL(nn::BatchNorm2d(0), ValueError, "BatchNorm2d", "0");
+  CHECK_THROWS_WITH_ALL(nn::Dropout(1.5), ValueError, "Dropout", "1.5");
+  CHECK_THROWS_WITH_ALL(nn::Dropout(-0.1), ValueError, "Dropout", "-0.1");
+  CHECK_THROWS_WITH_ALL(nn::Conv2d(3, 4, 0), ValueError, "Conv2d", "kernel");
+  CHECK_THROWS_WITH_ALL(nn::Conv2d(3, 4, 3, 0), ValueError, "Conv2d", "stride");
+  CHECK_THROWS_WITH_ALL(nn::Conv2d(3, 4, 3, 1, -1), ValueError, "Conv2d", "padding");
+  CHECK_THROWS_WITH_ALL(nn::Conv2d(3, 4, 3, 1, 0, 1, 2), ValueError, "Conv2d", "groups");
+  CHECK_THROWS_WITH_ALL(nn::MaxPool2d(0), ValueError, "MaxPool2d", "kernel");
+  // A layer given the wrong input names itself and both shapes.
+  nn::Linear l(4, 2);
+  CHECK_THROWS_WITH_ALL(l.forward(ones({3, 5})), ShapeError, "[3, 5]", "4");
+  nn::LayerNorm ln(4);
+  CHECK_THROWS_WITH_ALL(ln.forward(ones({3, 5})), ShapeError, "layer_norm", "[3, 5]");
+  // load_state_dict: a wrong shape or dtype kind is refused before anything is copied.
+  nn::Linear a(4, 2), b(4, 3);
+  const std::vector<float> before = a.weight.to_vector<float>();
+  CHECK_THROWS_WITH_ALL(a.load_state_dict(b.state_dict()), ShapeError, "weight", "[3, 4]", "[2, 4]");
+  CHECK(a.weight.to_vector<float>() == before);
+}
