@@ -13,6 +13,7 @@
 #include "ciuic/models/gpt2_weights.h"
 #include "ciuic/models/token_data.h"
 #include "ciuic/models/train_gpt2.h"
+#include "temp_dir.h"
 #include "test_util.h"
 
 using namespace ciuic;
@@ -22,21 +23,6 @@ using models::GPT2Config;
 namespace {
 
 namespace fs = std::filesystem;
-
-// A scratch directory removed at scope exit.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name) {
-    path = fs::temp_directory_path() / ("ciuic_gpt2_" + name + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& f) const { return (path / f).string(); }
-};
 
 GPT2Config small(std::int64_t layers = 2, std::int64_t vocab = 300, double dropout = 0.0) {
   GPT2Config c;

@@ -5,6 +5,7 @@
 
 #include "ciuic/ciuic.h"
 #include "ciuic/models/token_data.h"
+#include "temp_dir.h"
 #include "test_util.h"
 
 using namespace ciuic;
@@ -14,19 +15,6 @@ using models::TokenDataset;
 
 namespace {
 namespace fs = std::filesystem;
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name) {
-    path = fs::temp_directory_path() / ("ciuic_gpt2data_" + name + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& f) const { return (path / f).string(); }
-};
 }  // namespace
 
 TEST_CASE("byte-level tokenizer numbers bytes as GPT-2's base tokens", "[gpt2][data]") {

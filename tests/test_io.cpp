@@ -10,32 +10,13 @@
 #include <unistd.h>
 
 #include "ciuic/ciuic.h"
+#include "temp_dir.h"
 #include "test_util.h"
 
 using namespace ciuic;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A fresh directory under the system temp dir, removed with everything in it.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           ("ciuic_test_io_" + std::to_string(static_cast<long>(getpid())) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  std::size_t entries() const {
-    return static_cast<std::size_t>(std::distance(fs::directory_iterator(path), fs::directory_iterator()));
-  }
-};
 
 std::vector<unsigned char> raw(const Tensor& t) { return detail::host_bytes(t, t.dtype()); }
 
@@ -116,7 +97,7 @@ TEST_CASE("safetensors: every dtype round trips bit-exact", "[io]") {
   std::string bytes = serialize_safetensors(ts);
   check_same_tensors(deserialize_safetensors(bytes), ts);
 
-  TempDir dir;
+  TempDir dir("io");
   std::string path = dir.file("all.safetensors");
   save_safetensors(path, ts);
   check_same_tensors(load_safetensors(path), ts);
@@ -168,7 +149,7 @@ TEST_CASE("safetensors: metadata round trip", "[io]") {
   CHECK(deserialize_safetensors_metadata(bytes) == md);
   check_same_tensors(deserialize_safetensors(bytes), ts);
 
-  TempDir dir;
+  TempDir dir("io");
   std::string path = dir.file("m.safetensors");
   save_safetensors(path, ts, md);
   CHECK(load_safetensors_metadata(path) == md);
@@ -323,7 +304,7 @@ TEST_CASE("safetensors: corrupted inputs are IOErrors naming what was expected",
 }
 
 TEST_CASE("safetensors: file errors name the path", "[io]") {
-  TempDir dir;
+  TempDir dir("io");
   std::string missing = dir.file("does_not_exist.safetensors");
   CHECK_THROWS_WITH_ALL(load_safetensors(missing), IOError, "load_safetensors", missing.c_str(),
                         "No such file or directory");
@@ -354,7 +335,7 @@ TEST_CASE("safetensors: file errors name the path", "[io]") {
 }
 
 TEST_CASE("safetensors: bad saves are refused and leave no partial file", "[io]") {
-  TempDir dir;
+  TempDir dir("io");
   std::string path = dir.file("keep.safetensors");
   NamedTensors old{{"old", ones({2})}};
   save_safetensors(path, old);
@@ -421,7 +402,7 @@ TEST_CASE("safetensors: random corruption never crashes", "[io]") {
 }
 
 TEST_CASE("state dict: save and load into existing tensors", "[io]") {
-  TempDir dir;
+  TempDir dir("io");
   std::string path = dir.file("model.safetensors");
   Tensor w = randn({3, 2}), b = randn({2}, DType::f64);
   save_state_dict(path, {{"layer.weight", w}, {"layer.bias", b}}, {{"epoch", "3"}});
@@ -480,7 +461,7 @@ TEST_CASE("safetensors: CUDA tensors are saved from and loaded to the GPU", "[io
     CHECK(back[i].second.device() == Device::cuda(0));
     CHECK(raw(back[i].second) == raw(host[i].second));
   }
-  TempDir dir;
+  TempDir dir("io");
   save_safetensors(dir.file("g.safetensors"), on_gpu);
   NamedTensors loaded = load_safetensors(dir.file("g.safetensors"), Device::cuda(0));
   CHECK(loaded.back().second.device() == Device::cuda(0));

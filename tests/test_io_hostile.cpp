@@ -14,6 +14,7 @@
 
 #include "ciuic/ciuic.h"
 #include "ciuic/io.h"
+#include "temp_dir.h"
 #include "test_util.h"
 
 using namespace ciuic;
@@ -28,21 +29,6 @@ std::string le64(std::uint64_t v) {
 }
 std::string file_of(const std::string& header, const std::string& data) { return le64(header.size()) + header + data; }
 NamedTensors load(const std::string& bytes) { return deserialize_safetensors(bytes, Device::cpu(), "h.st"); }
-
-struct Dir {
-  fs::path path;
-  Dir() {
-    static std::atomic<int> n{0};
-    path = fs::temp_directory_path() / ("ciuic_io_hostile_" + std::to_string(getpid()) + "_" + std::to_string(n++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~Dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
 
 // n empty F32 tensors "t<i>" (all at offset 0: the header order decides their order).
 std::string many_empty_tensors(int n) {
@@ -91,7 +77,7 @@ TEST_CASE("safetensors: NUL padding and a byte-order mark are refused, as the re
 }
 
 TEST_CASE("safetensors: a FIFO or a directory is refused without blocking", "[io][errors]") {
-  Dir dir;
+  TempDir dir("io_hostile");
   const std::string fifo = dir.file("pipe.safetensors");
   REQUIRE(mkfifo(fifo.c_str(), 0600) == 0);
   // A FIFO with no writer used to block in fopen forever.
@@ -104,7 +90,7 @@ TEST_CASE("safetensors: a FIFO or a directory is refused without blocking", "[io
 }
 
 TEST_CASE("safetensors: stale temporaries of killed saves are ignored and cleaned up", "[io]") {
-  Dir dir;
+  TempDir dir("io_hostile");
   const std::string path = dir.file("model.safetensors");
   // A pid that cannot be alive: above Linux's pid_max limit (2^22).
   const std::string dead = path + ".tmp.99999999.0", dead2 = path + ".tmp.99999998.17";
