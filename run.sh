@@ -12,6 +12,17 @@ BUILD_DIR=${BUILD_DIR:-build}
 
 log() { printf '[run.sh] %s\n' "$*"; }
 
+# OpenBLAS picks its kernels from the CPU model; on VMs that hide it, it falls back to its
+# SSE3 (Prescott) kernels, 5-7x slower than the AVX-512 ones (engine/src/ops/cpu_gemm.cpp).
+# Name the kernels from the CPU's flags unless the caller chose.
+if [ -z "${OPENBLAS_CORETYPE:-}" ] && [ -r /proc/cpuinfo ]; then
+  flags=$(grep -m1 '^flags' /proc/cpuinfo || true)
+  has() { case " $flags " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+  if has avx512f && has avx512bw && has avx512vl && has avx512dq; then export OPENBLAS_CORETYPE=SkylakeX
+  elif has avx2 && has fma; then export OPENBLAS_CORETYPE=Haswell
+  fi
+fi
+
 # nvcc lives outside PATH in a default toolkit install.
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH="/usr/local/cuda/bin:$PATH"

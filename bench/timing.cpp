@@ -1,5 +1,7 @@
 #include "timing.h"
 
+#include "ciuic/backend_flags.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -101,11 +103,15 @@ std::string machine_description(Device d) {
     if (cudaGetDeviceProperties(&p, d.index) == cudaSuccess) return p.name;
   }
 #endif
+  // The CPU model and what runs its GEMMs (the BLAS kernels decide most CPU timings).
   std::ifstream f("/proc/cpuinfo");
-  std::string line;
+  std::string line, model = d.str();
   while (std::getline(f, line))
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return d.str();
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  return model + ", " + cpu_blas_info();
 }
 
 }  // namespace ciuic::bench

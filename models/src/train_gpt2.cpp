@@ -1,5 +1,7 @@
 #include "ciuic/models/train_gpt2.h"
 
+#include "ciuic/backend_flags.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -476,6 +478,7 @@ TrainResult train_gpt2(const TrainOptions& o, std::FILE* out, comm::Communicator
   say("GPT-2 %s, %lld parameters, %s, %s on %s, checkpoint %s\n", mc.str().c_str(),
       static_cast<long long>(res.parameters), origin.c_str(), o.precision.c_str(), dev.str().c_str(),
       mc.checkpoint.str().c_str());
+  if (dev.is_cpu()) say("CPU GEMM: %s\n", cpu_blas_info().c_str());
   say("data: %s; val: %s\n", train_data.describe().c_str(), val_data.describe().c_str());
   if (!no_validation.empty()) say("no validation: %s\n", no_validation.c_str());
   if (distributed) say("data parallel: %d ranks (%s), --batch %lld per rank\n", world,

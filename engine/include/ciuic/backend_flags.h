@@ -2,7 +2,16 @@
 // Each is read when an op launches; changing one affects later ops only.
 #pragma once
 
+#include <string>
+
 namespace ciuic {
+
+// What runs the CPU matmul/linear/conv GEMMs: "OpenBLAS, SkylakeX kernels", "CBLAS" or
+// "built-in loops (no BLAS)". With OpenBLAS it names the kernels it picked and, when
+// they are far below what the CPU supports (a VM hiding its CPU model), the
+// OPENBLAS_CORETYPE to set before starting the program; the first CPU GEMM then also
+// prints that advice once on stderr. Benchmarks print this line.
+std::string cpu_blas_info();
 
 // f32 matmul and linear on a GPU may use TF32 tensor cores (cuBLASLt
 // CUBLAS_COMPUTE_32F_FAST_TF32: inputs rounded to 10 mantissa bits, f32
