@@ -520,3 +520,26 @@ TEST_CASE("train_gpt2: an fp16 step whose gradients overflow is skipped and mark
   CHECK(text.find("| skipped (inf/nan)") != std::string::npos);
   CHECK(text.find("summary: 2 steps") != std::string::npos);
 }
+
+TEST_CASE("train_gpt2: a step reads nothing back before it is fully queued, then one read", "[gpt2][train][host_sync]") {
+  // The norm, the loss scale, the skip flag and the loss stay on the device until the
+  // step's optimizer update is queued and come back in one read (to_vector: on a GPU
+  // one device-to-host copy, on the CPU not counted). So the reads counted per step
+  // are the same for 2 and for 5 steps: none come from item() in the loop.
+  auto reads_for = [](std::int64_t steps, const std::string& precision) {
+    auto o = job(precision);
+    o.steps = steps;
+    o.val_batches = 0;
+    o.val_every = 0;
+    o.sample_every = 0;
+    reset_sync_counts();
+    auto r = models::train_gpt2(o, nullptr);
+    REQUIRE(r.steps.size() == static_cast<std::size_t>(steps));
+    const SyncCounts c = sync_counts();
+    return c.item_reads + c.d2h_copies + c.syncs;
+  };
+  for (const char* precision : {"fp32", "fp16"}) {
+    INFO(precision);
+    CHECK(reads_for(5, precision) == reads_for(2, precision));
+  }
+}

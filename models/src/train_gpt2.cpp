@@ -524,16 +524,29 @@ TrainResult train_gpt2(const TrainOptions& o, std::FILE* out, comm::Communicator
       loss_sum = loss_sum.defined() ? add(loss_sum, loss.detach()) : loss.detach();
     }
     scaler.unscale_(opt);
-    const double norm = optim::clip_grad_norm_(opt, o.clip > 0 ? o.clip : optim::kInfNorm);
+    // Nothing is read back until the whole step is queued: the norm, the scale, the skip
+    // flag and the loss stay on the device and come back in one read below.
+    Tensor norm = optim::clip_grad_norm_tensor_(opt, o.clip > 0 ? o.clip : optim::kInfNorm);
+    Tensor scale = scaler.scale_tensor();
+    scaler.step(opt);
+    Tensor skipped = scaler.step_skipped_tensor();
+    scaler.update();
     StepRecord r;
     r.step = step;
     r.lr = schedule.get_lr(0);
-    r.scale = scaler.get_scale();
-    scaler.step(opt);
-    r.skipped = scaler.step_skipped();
-    scaler.update();
-    r.loss = rank_mean(comm, loss_sum.item()) / static_cast<double>(o.grad_accum);
-    r.norm = norm;
+    Tensor loss_mean = div(loss_sum.to(DType::f64), static_cast<double>(o.grad_accum)).reshape({1});
+    if (comm && comm->size() > 1) {  // the mean over ranks, on the device
+      comm->allreduce(loss_mean, comm::ReduceOp::sum)->wait();
+      loss_mean = div(loss_mean, static_cast<double>(comm->size()));
+    }
+    const std::vector<double> read =
+        cat({loss_mean, norm.to(DType::f64).reshape({1}), scale.to(DType::f64).reshape({1}),
+             skipped.to(DType::f64).reshape({1})})
+            .to_vector<double>();  // the step's one host read
+    r.loss = read[0];
+    r.norm = read[1];
+    r.scale = read[2];
+    r.skipped = read[3] != 0.0;
     r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     r.tokens_per_s = static_cast<double>(tokens_per_step) / (r.ms / 1e3);
     times.push_back(r.ms);

@@ -181,6 +181,14 @@ class LossScaler {
   // last update() closed. (A device sync when the flags are on a GPU.)
   bool step_skipped() const;
 
+  // The same two values as tensors, for a training loop that reads them later, once,
+  // together with its loss (no host read here): scale_tensor() is a copy of the scale
+  // now (0-dim f64 on the scaler's device; 1 when disabled), which update() does not
+  // change; step_skipped_tensor() is step_skipped() as a 0-dim f32 (1: skipped), a copy
+  // taken now.
+  Tensor scale_tensor() const;
+  Tensor step_skipped_tensor() const;
+
   LossScalerState state_dict() const;
   // Checks the options and counters (ValueError) before changing anything.
   void load_state_dict(const LossScalerState& state);

@@ -200,6 +200,26 @@ bool LossScaler::step_skipped() const {
   return pending ? found : f32_.select(0, 2).item() != 0.0;
 }
 
+Tensor LossScaler::scale_tensor() const {
+  if (!opts_.enabled_) return full({}, 1.0, TensorOptions(DType::f64).device(home_));
+  return scale_.detach().clone().reshape({});
+}
+
+Tensor LossScaler::step_skipped_tensor() const {
+  Tensor found;  // max of the pending iteration's flags, else the last update()'s
+  bool pending = false;
+  for (const Record& r : records_) {
+    if (!r.unscaled) continue;
+    pending = true;
+    if (!r.found_inf.defined()) continue;
+    Tensor f = r.found_inf.detach().to(home_).reshape({});
+    found = found.defined() ? maximum(found, f) : f.clone();
+  }
+  if (found.defined()) return found;
+  if (pending) return zeros({}, TensorOptions(DType::f32).device(home_));
+  return f32_.select(0, 2).detach().clone().reshape({});
+}
+
 LossScalerState LossScaler::state_dict() const {
   LossScalerState s;
   const std::vector<std::int64_t> c = counters_.to_vector<std::int64_t>();
