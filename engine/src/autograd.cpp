@@ -422,6 +422,35 @@ void Tensor::zero_grad() const {
   if (impl_->autograd) impl_->autograd->grad = Tensor();
 }
 
+void Tensor::register_hook_fn(std::function<Tensor(const Tensor&)> hook) const {
+  ciuic::register_hook(*this, std::move(hook));
+}
+
+void Tensor::retain_grad() const {
+  CIUIC_CHECK(defined(), ValueError, "retain_grad", "called on an undefined tensor; expected a tensor that "
+              "requires grad");
+  CIUIC_CHECK(requires_grad(), AutogradError, "retain_grad", "tensor ", describe(*this),
+              " does not require grad; expected a tensor that takes part in backward");
+  AutogradMeta& m = meta(*this);
+  if (!m.grad_fn || m.retains_grad) return;  // a leaf keeps its gradient anyway; one hook is enough
+  m.retains_grad = true;
+  // The hook lives in the node that produced this tensor, which the tensor's meta holds: a
+  // weak reference avoids the cycle. Gradients accumulate across backwards, as for leaves.
+  std::weak_ptr<TensorImpl> weak = impl_;
+  m.grad_fn->output_hooks.emplace_back(m.output_nr, [weak](const Tensor& g) {
+    if (auto impl = weak.lock()) {
+      AutogradMeta& mm = *impl->autograd;
+      mm.grad = mm.grad.defined() ? add(mm.grad, g.detach()) : g.detach();
+    }
+    return Tensor();
+  });
+}
+
+bool Tensor::retains_grad() const {
+  check_defined(impl_.get(), "retains_grad");
+  return impl_->autograd && impl_->autograd->retains_grad;
+}
+
 void Tensor::backward(const Tensor& grad_output, bool retain_graph) const {
   check_defined(impl_.get(), "backward");
   ciuic::backward({*this}, {grad_output}, retain_graph);

@@ -261,4 +261,8 @@ Tensor from_host(const void* data, DType dtype, const Shape& shape, TensorOption
 
 }  // namespace detail
 
+Tensor scalar_tensor(double value, TensorOptions opts) {
+  return detail::from_host(&value, DType::f64, {}, opts);
+}
+
 }  // namespace ciuic

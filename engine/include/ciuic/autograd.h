@@ -86,6 +86,7 @@ struct AutogradMeta {
   std::shared_ptr<Node> accumulator;   // leaf: created on first use by an op
   std::vector<GradHook> hooks;
   std::vector<ReadyHook> ready_hooks;
+  bool retains_grad = false;           // non-leaf: Tensor::retain_grad() was called
 };
 
 // A tensor kept for backward: detached (no cycle through grad_fn) and stamped with
@@ -139,6 +140,13 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
 // where inputs_j is not reached). inputs may be leaves or intermediate tensors.
 std::vector<Tensor> grad(const std::vector<Tensor>& roots, const std::vector<Tensor>& inputs,
                          const std::vector<Tensor>& grads = {}, bool retain_graph = false);
+
+// torch.autograd.grad / torch.autograd.backward under their PyTorch names (no create_graph:
+// gradients of gradients are not recorded).
+namespace autograd {
+using ciuic::backward;
+using ciuic::grad;
+}  // namespace autograd
 
 namespace detail {
 // grad() that treats the inputs as the boundary of the graph: it never runs their

@@ -165,6 +165,20 @@ Tensor var(const Tensor& a, const std::vector<std::int64_t>& dims = {}, int corr
 std::pair<Tensor, Tensor> max(const Tensor& a, std::int64_t dim, bool keepdim = false);  // values, i64 indices
 Tensor max(const Tensor& a);                                                                // over all elements
 Tensor argmax(const Tensor& a, std::int64_t dim, bool keepdim = false);
+// min / argmin mirror max / argmax (nan propagates, ties go to the first index; the full min
+// shares its gradient among ties). any / all: whether any / every element is nonzero (nan
+// counts as nonzero), bool results; over an empty tensor or dim any is false and all true.
+std::pair<Tensor, Tensor> min(const Tensor& a, std::int64_t dim, bool keepdim = false);  // values, i64 indices
+Tensor min(const Tensor& a);                                                                // over all elements
+Tensor argmin(const Tensor& a, std::int64_t dim, bool keepdim = false);
+Tensor any(const Tensor& a);
+Tensor any(const Tensor& a, std::int64_t dim, bool keepdim = false);
+Tensor all(const Tensor& a);
+Tensor all(const Tensor& a, std::int64_t dim, bool keepdim = false);
+// Running sum along dim, as torch.cumsum: bool and integer inputs give i64 (wrapping on
+// overflow), floating inputs keep their dtype (accumulated in f64, each output rounded once).
+// Differentiable (the gradient is the reversed running sum of g). CPU only so far.
+Tensor cumsum(const Tensor& a, std::int64_t dim);
 Tensor softmax(const Tensor& a, std::int64_t dim = -1);
 Tensor log_softmax(const Tensor& a, std::int64_t dim = -1);
 

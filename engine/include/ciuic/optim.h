@@ -313,6 +313,28 @@ class CosineWithWarmup {
   std::vector<double> base_lrs_;
 };
 
+// As PyTorch's StepLR: lr(s) = base_lr * gamma^floor(s / step_size) for each group (base_lr
+// as for CosineWithWarmup). Construction sets the lrs for step 0; step() advances s by one, so
+// call it after optimizer.step() (once per epoch for an epoch-wise schedule).
+class StepLR {
+ public:
+  StepLR(Optimizer& optimizer, std::int64_t step_size, double gamma = 0.1);
+  void step();
+  void set_step(std::int64_t s);
+  std::int64_t last_step() const { return step_; }
+  double factor(std::int64_t s) const;
+  std::vector<double> get_last_lr() const;  // the lrs set for the current step, one per group
+
+ private:
+  void apply();
+
+  Optimizer& opt_;
+  std::int64_t step_size_;
+  double gamma_;
+  std::int64_t step_ = 0;
+  std::vector<double> base_lrs_;
+};
+
 // ---------------------------------------------------------------- gradient clipping
 constexpr double kInfNorm = std::numeric_limits<double>::infinity();
 

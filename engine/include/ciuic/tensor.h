@@ -11,6 +11,7 @@
 #include <string>
 #include <cstring>
 #include <functional>
+#include <type_traits>
 #include <vector>
 
 #include "ciuic/device.h"
@@ -71,6 +72,7 @@ class Tensor {
 
   // ---- metadata ----
   const Shape& shape() const;
+  const Shape& sizes() const { return shape(); }  // libtorch's name for the shape (x.sizes() == x.shape())
   const Shape& strides() const;
   std::int64_t dim() const { return static_cast<std::int64_t>(shape().size()); }
   std::int64_t size(std::int64_t d) const;    // d may be negative
@@ -95,6 +97,21 @@ class Tensor {
   void set_grad(const Tensor& g) const;
   void zero_grad() const;                      // drops .grad
   Tensor detach() const;                       // same storage, no autograd history
+  // As PyTorch's retain_grad(): a non-leaf keeps (accumulates) its gradient in .grad at
+  // every backward; a no-op on a leaf. AutogradError when it does not require grad.
+  void retain_grad() const;
+  bool retains_grad() const;                   // retain_grad() was called on this non-leaf
+  // As PyTorch's register_hook: hook(grad) runs on every gradient flowing into this tensor
+  // before it is used; it may return a replacement (same shape, dtype, device), an undefined
+  // Tensor, or nothing (void). AutogradError when the tensor does not require grad.
+  template <typename F>
+  void register_hook(F&& hook) const {
+    if constexpr (std::is_void_v<std::invoke_result_t<F&, const Tensor&>>)
+      register_hook_fn([h = std::forward<F>(hook)](const Tensor& g) mutable { h(g); return Tensor(); });
+    else
+      register_hook_fn(std::function<Tensor(const Tensor&)>(std::forward<F>(hook)));
+  }
+  void register_hook_fn(std::function<Tensor(const Tensor&)> hook) const;
   // Gradient of this (a scalar unless grad_output is given) w.r.t. every leaf.
   void backward(const Tensor& grad_output = Tensor(), bool retain_graph = false) const;
 
@@ -179,6 +196,26 @@ Tensor normal(const Shape& shape, double mean, double std, TensorOptions opts = 
 template <typename T>
 Tensor from_vector(const std::vector<T>& data, const Shape& shape, TensorOptions opts = TensorOptions(dtype_of<T>::value));
 // Wraps external memory without copying; deleter (may be empty) runs when the last view dies.
+// As torch.tensor: a new CPU tensor (or on opts' device) holding the given values, row-major.
+// The dtype is inferred as PyTorch does when opts is not given: floating values -> f32 (the
+// default dtype), integers -> i64, bool -> boolean; with opts the values are converted to its
+// dtype. tensor({1.0, 2.0}), tensor({{1, 2}, {3, 4}}, DType::f64), tensor(std::vector<float>{..}).
+// A 2-D list with rows of different lengths is a ShapeError.
+template <typename T>
+Tensor tensor(std::initializer_list<T> values);
+template <typename T>
+Tensor tensor(std::initializer_list<T> values, TensorOptions opts);
+template <typename T>
+Tensor tensor(std::initializer_list<std::initializer_list<T>> rows);
+template <typename T>
+Tensor tensor(std::initializer_list<std::initializer_list<T>> rows, TensorOptions opts);
+template <typename T>
+Tensor tensor(const std::vector<T>& values);
+template <typename T>
+Tensor tensor(const std::vector<T>& values, TensorOptions opts);
+// A 0-dim tensor (torch.tensor(3.5)): f32 unless opts says otherwise.
+Tensor scalar_tensor(double value, TensorOptions opts = {});
+
 Tensor from_blob(void* data, const Shape& shape, DType dtype, Device device = Device::cpu(),
                  std::function<void(void*)> deleter = {});
 // A contiguous tensor over fresh storage of the given shape, dtype, device (no autograd).
@@ -213,6 +250,90 @@ Tensor from_vector(const std::vector<T>& data, const Shape& shape, TensorOptions
   CIUIC_CHECK(static_cast<std::int64_t>(data.size()) == n, ShapeError, "from_vector",
               "got ", data.size(), " values for shape ", shape_str(shape), " (", n, " elements)");
   return detail::from_host(data.data(), dtype_of<T>::value, shape, opts);
+}
+
+namespace detail {
+// torch.tensor's dtype for C++ values of type T: f32 for floating, boolean for bool, i64 otherwise.
+template <typename T>
+constexpr DType inferred_dtype() {
+  if constexpr (std::is_same_v<T, bool>) return DType::boolean;
+  else if constexpr (std::is_floating_point_v<T>) return DType::f32;
+  else return DType::i64;
+}
+// The values as the widest host type of their kind (double, int64, or uint8 for bool) and
+// converted by from_host to opts' dtype.
+template <typename T>
+Tensor tensor_from_values(const T* data, const Shape& shape, TensorOptions opts) {
+  static_assert(std::is_arithmetic_v<T>, "tensor(): expected numbers or bools");
+  const std::size_t n = static_cast<std::size_t>(shape_numel(shape, "tensor"));
+  if constexpr (std::is_same_v<T, bool>) {
+    std::vector<std::uint8_t> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = data[i] ? 1 : 0;
+    return from_host(v.data(), DType::boolean, shape, opts);
+  } else if constexpr (std::is_floating_point_v<T>) {
+    std::vector<double> v(data, data + n);
+    return from_host(v.data(), DType::f64, shape, opts);
+  } else {
+    std::vector<std::int64_t> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::int64_t>(data[i]);
+    return from_host(v.data(), DType::i64, shape, opts);
+  }
+}
+template <typename T>
+Tensor tensor_from_rows(std::initializer_list<std::initializer_list<T>> rows, TensorOptions opts) {
+  const std::size_t cols = rows.size() == 0 ? 0 : rows.begin()->size();
+  std::vector<T> flat;
+  flat.reserve(rows.size() * cols);
+  std::size_t r = 0;
+  for (const auto& row : rows) {
+    CIUIC_CHECK(row.size() == cols, ShapeError, "tensor", "row ", r, " has ", row.size(), " values, row 0 has ",
+                cols, "; expected rows of equal length");
+    flat.insert(flat.end(), row.begin(), row.end());
+    ++r;
+  }
+  Shape shape{static_cast<std::int64_t>(rows.size()), static_cast<std::int64_t>(cols)};
+  if constexpr (std::is_same_v<T, bool>) {
+    std::vector<std::uint8_t> b(flat.begin(), flat.end());
+    return from_host(b.data(), DType::boolean, shape, opts);
+  } else {
+    return tensor_from_values(flat.data(), shape, opts);
+  }
+}
+}  // namespace detail
+
+template <typename T>
+Tensor tensor(std::initializer_list<T> values, TensorOptions opts) {
+  if constexpr (std::is_same_v<T, bool>) {
+    std::vector<std::uint8_t> b(values.begin(), values.end());
+    return detail::from_host(b.data(), DType::boolean, {static_cast<std::int64_t>(b.size())}, opts);
+  } else {
+    return detail::tensor_from_values(values.begin(), {static_cast<std::int64_t>(values.size())}, opts);
+  }
+}
+template <typename T>
+Tensor tensor(std::initializer_list<T> values) {
+  return tensor(values, TensorOptions(detail::inferred_dtype<T>()));
+}
+template <typename T>
+Tensor tensor(std::initializer_list<std::initializer_list<T>> rows, TensorOptions opts) {
+  return detail::tensor_from_rows(rows, opts);
+}
+template <typename T>
+Tensor tensor(std::initializer_list<std::initializer_list<T>> rows) {
+  return detail::tensor_from_rows(rows, TensorOptions(detail::inferred_dtype<T>()));
+}
+template <typename T>
+Tensor tensor(const std::vector<T>& values, TensorOptions opts) {
+  if constexpr (std::is_same_v<T, bool>) {
+    std::vector<std::uint8_t> b(values.begin(), values.end());
+    return detail::from_host(b.data(), DType::boolean, {static_cast<std::int64_t>(b.size())}, opts);
+  } else {
+    return detail::tensor_from_values(values.data(), {static_cast<std::int64_t>(values.size())}, opts);
+  }
+}
+template <typename T>
+Tensor tensor(const std::vector<T>& values) {
+  return tensor(values, TensorOptions(detail::inferred_dtype<T>()));
 }
 
 }  // namespace ciuic

@@ -57,4 +57,41 @@ double CosineWithWarmup::get_lr(std::size_t group) const {
   return base_lrs_[group] * factor(step_);
 }
 
+StepLR::StepLR(Optimizer& optimizer, std::int64_t step_size, double gamma)
+    : opt_(optimizer), step_size_(step_size), gamma_(gamma) {
+  CIUIC_CHECK(step_size > 0, ValueError, "StepLR", "step_size ", step_size, "; expected step_size > 0");
+  CIUIC_CHECK(std::isfinite(gamma) && gamma > 0, ValueError, "StepLR", "gamma ", gamma,
+              "; expected a finite gamma > 0");
+  apply();
+}
+
+double StepLR::factor(std::int64_t s) const {
+  return std::pow(gamma_, static_cast<double>(s / step_size_));
+}
+
+void StepLR::apply() {
+  std::vector<ParamGroup>& groups = opt_.param_groups();
+  for (std::size_t g = base_lrs_.size(); g < groups.size(); ++g) base_lrs_.push_back(groups[g].lr);
+  const double f = factor(step_);
+  for (std::size_t g = 0; g < groups.size(); ++g) groups[g].lr = base_lrs_[g] * f;
+}
+
+void StepLR::step() {
+  ++step_;
+  apply();
+}
+
+void StepLR::set_step(std::int64_t s) {
+  CIUIC_CHECK(s >= 0, ValueError, "StepLR::set_step", "step ", s, "; expected step >= 0");
+  step_ = s;
+  apply();
+}
+
+std::vector<double> StepLR::get_last_lr() const {
+  std::vector<double> lrs;
+  const double f = factor(step_);
+  for (double b : base_lrs_) lrs.push_back(b * f);
+  return lrs;
+}
+
 }  // namespace ciuic::optim
