@@ -55,6 +55,14 @@ TEST_CASE("retain_grad keeps and accumulates a non-leaf's gradient", "[api][auto
   CHECK(a.grad().to_vector<double>() == std::vector<double>{6, 12, 18});
   sum(h * 3.0).backward();  // accumulates, as a leaf's .grad does
   CHECK(h.grad().to_vector<double>() == std::vector<double>{6, 6, 6});
+  // a view passes its gradient on unchanged: the leaf's in-place accumulation must not reach h2.grad
+  Tensor b = tensor({1.0, 2.0}, DType::f64).requires_grad_();
+  Tensor h2 = b.view({2, 1});
+  h2.retain_grad();
+  h2.backward(ones({2, 1}, DType::f64), /*retain_graph=*/true);
+  h2.backward(ones({2, 1}, DType::f64));
+  CHECK(h2.grad().to_vector<double>() == std::vector<double>{2, 2});
+  CHECK(b.grad().to_vector<double>() == std::vector<double>{2, 2});
   a.retain_grad();  // a no-op on a leaf
   CHECK_FALSE(a.retains_grad());
   CHECK_THROWS_WITH_ALL(ones({2}).retain_grad(), AutogradError, "retain_grad", "does not require grad");
