@@ -33,7 +33,7 @@ for bin in "$@"; do
       done
       expect 2 "'abc' is not an integer" "$bin" --cnn-steps abc
       expect 2 "needs a value" "$bin" --out ;;
-    bench_checkpoint|bench_amp)
+    bench_checkpoint|bench_amp|bench_gpt2_fused)
       expect 2 "'abc' is not an integer" "$bin" --B abc
       expect 2 "usage: $name" "$bin" --repeats -1
       expect 2 "usage: $name" "$bin" --layers 3x

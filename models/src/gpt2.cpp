@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 #include <sstream>
+#include <tuple>
 
 namespace ciuic::models {
 
@@ -98,7 +99,7 @@ Tensor GPT2Attention::forward_cached(const Tensor& x, Tensor& k_cache, Tensor& v
   return c_proj->forward(y);
 }
 
-GPT2MLP::GPT2MLP(const GPT2Config& cfg, Generator* gen) : Module("GPT2MLP") {
+GPT2MLP::GPT2MLP(const GPT2Config& cfg, Generator* gen) : Module("GPT2MLP"), fused(cfg.fused) {
   c_fc = register_module("c_fc", std::make_shared<nn::Linear>(cfg.channels, 4 * cfg.channels, true, gen));
   c_proj = register_module("c_proj", std::make_shared<nn::Linear>(4 * cfg.channels, cfg.channels, true, gen));
   dropout = register_module("dropout", std::make_shared<nn::Dropout>(cfg.dropout));
@@ -107,23 +108,40 @@ GPT2MLP::GPT2MLP(const GPT2Config& cfg, Generator* gen) : Module("GPT2MLP") {
 }
 
 Tensor GPT2MLP::forward(const Tensor& x) {
-  return dropout->forward(c_proj->forward(gelu(c_fc->forward(x), GeluApprox::tanh)));
+  Tensor a = fused ? linear_gelu(x, c_fc->weight, c_fc->bias, GeluApprox::tanh)
+                   : gelu(c_fc->forward(x), GeluApprox::tanh);
+  return dropout->forward(c_proj->forward(a));
 }
 
-GPT2Block::GPT2Block(const GPT2Config& cfg, Generator* gen) : Module("GPT2Block") {
+GPT2Block::GPT2Block(const GPT2Config& cfg, Generator* gen) : Module("GPT2Block"), fused(cfg.fused) {
   ln_1 = register_module("ln_1", std::make_shared<nn::LayerNorm>(cfg.channels));
   attn = register_module("attn", std::make_shared<GPT2Attention>(cfg, gen));
   ln_2 = register_module("ln_2", std::make_shared<nn::LayerNorm>(cfg.channels));
   mlp = register_module("mlp", std::make_shared<GPT2MLP>(cfg, gen));
 }
 
+std::pair<Tensor, Tensor> GPT2Block::forward_parts(const Tensor& ln1, const Tensor& x) {
+  // (ln_2(h), h) with h = x + attn(ln1), the operands in the unfused order.
+  auto [ln2, h] = add_layer_norm(x, attn->forward(ln1), ln_2->weight, ln_2->bias, ln_2->eps);
+  return {h, mlp->forward(ln2)};
+}
+
 Tensor GPT2Block::forward(const Tensor& x) {
+  if (fused) {
+    auto [h, m] = forward_parts(ln_1->forward(x), x);
+    return add(h, m);
+  }
   Tensor h = add(x, attn->forward(ln_1->forward(x)));
   return add(h, mlp->forward(ln_2->forward(h)));
 }
 
 Tensor GPT2Block::forward_cached(const Tensor& x, Tensor& k_cache, Tensor& v_cache, std::int64_t pos) {
-  Tensor h = add(x, attn->forward_cached(ln_1->forward(x), k_cache, v_cache, pos));
+  Tensor a = attn->forward_cached(ln_1->forward(x), k_cache, v_cache, pos);
+  if (fused) {
+    auto [ln2, h] = add_layer_norm(x, a, ln_2->weight, ln_2->bias, ln_2->eps);
+    return add(h, mlp->forward(ln2));
+  }
+  Tensor h = add(x, a);
   return add(h, mlp->forward(ln_2->forward(h)));
 }
 
@@ -149,6 +167,14 @@ GPT2::GPT2(const GPT2Config& cfg, Generator* gen) : Module("GPT2"), cfg_(cfg) {
   if (cfg_.dtype != DType::f32) to(cfg_.dtype);
 }
 
+void GPT2::set_fused(bool fused) {
+  cfg_.fused = fused;
+  for (auto& b : transformer->blocks) {
+    b->fused = fused;
+    b->mlp->fused = fused;
+  }
+}
+
 void GPT2::set_checkpoint(CheckpointPolicy policy) {
   cfg_.checkpoint = policy;
   std::vector<std::shared_ptr<nn::Module>> blocks(transformer->blocks.begin(), transformer->blocks.end());
@@ -163,8 +189,25 @@ Tensor GPT2::hidden(const Tensor& idx) {
   Tensor pos = arange(T, TensorOptions(DType::i64).device(idx.device()));
   Tensor x = transformer->drop->forward(add(transformer->wte->forward(idx), transformer->wpe->forward(pos)));
   if (cfg_.checkpoint.kind == CheckpointKind::none || !grad_mode_enabled()) {
+    if (cfg_.fused) {
+      // As llm.c: block l's output add h + m is fused with the LayerNorm that reads it,
+      // block l + 1's ln_1 (ln_f after the last block); ln carries that LayerNorm's output.
+      const auto& bs = transformer->blocks;
+      Tensor ln = bs[0]->ln_1->forward(x);
+      for (std::size_t l = 0; l < bs.size(); ++l) {
+        auto [h, m] = bs[l]->forward_parts(ln, x);
+        const nn::LayerNorm& next = l + 1 < bs.size() ? *bs[l + 1]->ln_1 : *transformer->ln_f;
+        std::tie(ln, x) = add_layer_norm(h, m, next.weight, next.bias, next.eps);
+      }
+      return ln;
+    }
     for (auto& b : transformer->blocks) x = b->forward(x);
   } else {
+    // Checkpoint segments are whole blocks (CheckpointedSequence: one tensor in, one
+    // out, which the budget planner measures per block), so a block's output add
+    // cannot be fused with the next block's ln_1 across a segment boundary: here each
+    // fused block fuses only its inner add with ln_2 (GPT2Block::forward), its output
+    // add and ln_1 / ln_f stay separate ops, and the segments are unchanged.
     x = runner_->forward(x);
   }
   return transformer->ln_f->forward(x);

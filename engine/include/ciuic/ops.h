@@ -193,6 +193,29 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = Tensor(),
                   const Tensor& bias = Tensor(), double eps = 1e-5);
 Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = Tensor(), double eps = 1e-6);
+
+// ---- fused ops (one tape node each; the CPU path is the composition itself) ----
+// gelu(linear(x, weight, bias), approx): x (..., in), weight (out, in) as nn::Linear
+// stores it, bias (out) or undefined -> (..., out), one floating dtype, one device.
+// Gradients to x, weight and bias as the composition's (gelu's backward at the
+// pre-activation, then linear's). CUDA with GeluApprox::tanh: one cuBLASLt GEMM with
+// the GELU epilogue, which also writes the pre-activation for the backward when an
+// input requires grad; GeluApprox::none (exact erf, which the epilogue does not
+// implement) runs the unfused GEMM + gelu kernel. Autocast, checkpoint segments and
+// selective checkpointing (the pre-activation is kept as "linear") behave as for the
+// composition. Errors name "linear_gelu".
+Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, GeluApprox approx = GeluApprox::none);
+// The pre-LN residual add fused with the LayerNorm that reads it:
+//   sum = x + residual, y = layer_norm(sum, {C}, weight, bias, eps); returns (y, sum).
+// x, residual (..., C) of the same shape (no broadcasting), weight, bias (C) or
+// undefined; one floating dtype and device. Both outputs are differentiable: x and
+// residual get grad_sum + layer_norm's input gradient, weight and bias layer_norm's
+// (zeros, where the composition gives none, when only sum reaches the loss).
+// CPU: add then layer_norm's reference (bit-identical to the composition); CUDA: one
+// kernel for the add, the statistics and y. Under autocast with f16/bf16 or mixed
+// dtypes it runs the composition (add promotes, layer_norm runs in f32).
+std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x, const Tensor& residual, const Tensor& weight,
+                                         const Tensor& bias, double eps = 1e-5);
 // weight (V, C), indices (any shape, i32/i64) -> (indices..., C). Backward scatter-adds.
 Tensor embedding(const Tensor& weight, const Tensor& indices);
 // logits (N, C) or (N, C, d1...) is not needed: logits (..., C), targets (...) integer.

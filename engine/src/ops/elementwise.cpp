@@ -7,6 +7,7 @@
 
 #include "ciuic/amp.h"
 #include "ciuic/kernels/elementwise_math.h"
+#include "gelu_backward.h"
 #include "op_util.h"
 
 namespace ciuic {
@@ -257,17 +258,21 @@ template <typename A> A gelu_erf_grad(A x) {
 }
 }  // namespace
 
+Tensor ops::gelu_backward(const Tensor& grad, const Tensor& x, GeluApprox approx) {
+  const bool tanh_form = approx == GeluApprox::tanh;
+  return binary_map<true>("gelu_backward", grad, x,
+                          [tanh_form](auto gy, auto v) { return gy * (tanh_form ? gelu_tanh_grad(v) : gelu_erf_grad(v)); },
+                          cuda_op(tanh_form ? UnaryBackwardOp::gelu_tanh : UnaryBackwardOp::gelu_erf));
+}
+
 Tensor gelu(const Tensor& a, GeluApprox approx) {
   bool tanh_form = approx == GeluApprox::tanh;
   Tensor out = unary_map("gelu", a, [tanh_form](auto x) { return tanh_form ? gelu_tanh(x) : gelu_erf(x); },
                          {tanh_form ? UnaryOp::gelu_tanh : UnaryOp::gelu_erf});
   if (!needs_grad({&a})) return out;
   SavedTensor sa(a);
-  return record_unary("gelu", a, out, [sa, tanh_form](const Tensor& g) {
-    return binary_map<true>("gelu_backward", g, sa.unpack("gelu"),
-                      [tanh_form](auto gy, auto x) { return gy * (tanh_form ? gelu_tanh_grad(x) : gelu_erf_grad(x)); },
-                      cuda_op(tanh_form ? UnaryBackwardOp::gelu_tanh : UnaryBackwardOp::gelu_erf));
-  });
+  return record_unary("gelu", a, out,
+                      [sa, approx](const Tensor& g) { return ops::gelu_backward(g, sa.unpack("gelu"), approx); });
 }
 
 Tensor gelu(const Tensor& a, const std::string& approximate) {

@@ -41,9 +41,11 @@ Tensor bmm_cuda(const Tensor& a, const Tensor& b, const Shape& batch) {
   return out;
 }
 
-Tensor linear_cuda(const Tensor& x2, const Tensor& weight, const Tensor& bias) {
+Tensor linear_cuda(const Tensor& x2, const Tensor& weight, const Tensor& bias, bool gelu, Tensor* pre) {
   const std::int64_t rows = x2.size(0), in = x2.size(1), nout = weight.size(0);
   Tensor out = make_tensor({rows, nout}, x2.dtype(), x2.device());
+  const bool aux = gelu && pre != nullptr;
+  if (aux) *pre = make_tensor({rows, nout}, x2.dtype(), x2.device());
   if (out.numel() == 0) return out;
   // out (rows, nout) = x (rows, in) W^T, bias added in the epilogue; x and W in
   // place when their strides allow (W^T is W's layout with the flag flipped).
@@ -62,12 +64,14 @@ Tensor linear_cuda(const Tensor& x2, const Tensor& weight, const Tensor& bias) {
   }
   p.allow_tf32 = allow_tf32() && x2.dtype() == DType::f32;
   Tensor bc;
-  if (bias.defined()) {
-    bc = bias.contiguous();
-    p.epilogue = kernels::GemmEpilogue::bias;
-  }
+  if (bias.defined()) bc = bias.contiguous();
+  using E = kernels::GemmEpilogue;
+  if (!gelu) p.epilogue = bc.defined() ? E::bias : E::none;
+  else if (!aux) p.epilogue = bc.defined() ? E::gelu_bias : E::gelu;
+  else p.epilogue = bc.defined() ? E::gelu_aux_bias : E::gelu_aux;
+  if (aux) p.aux_ld = nout;  // pre is a contiguous (rows, nout) matrix; gemm falls back when nout % 8 != 0
   kernels::gemm(p, 1.0, xc.data_ptr(), wc.data_ptr(), 0.0, out.data_ptr(), bc.defined() ? bc.data_ptr() : nullptr,
-                nullptr, current_stream(x2.device()));
+                aux ? pre->data_ptr() : nullptr, current_stream(x2.device()));
   return out;
 }
 
@@ -76,7 +80,7 @@ Tensor linear_cuda(const Tensor& x2, const Tensor& weight, const Tensor& bias) {
 Tensor bmm_cuda(const Tensor& a, const Tensor&, const Shape&) {
   detail::fail<DeviceError>("matmul", "CUDA tensor ", describe(a), " in a build without CUDA");
 }
-Tensor linear_cuda(const Tensor& x2, const Tensor&, const Tensor&) {
+Tensor linear_cuda(const Tensor& x2, const Tensor&, const Tensor&, bool, Tensor*) {
   detail::fail<DeviceError>("linear", "CUDA tensor ", describe(x2), " in a build without CUDA");
 }
 

@@ -18,6 +18,7 @@
 
 #include "acc_data.h"
 #include "ciuic/amp.h"
+#include "norm_impl.h"
 #include "op_util.h"
 
 #ifdef CIUIC_WITH_CUDA
@@ -27,14 +28,13 @@
 
 namespace ciuic {
 
-namespace {
+using ops::NormDims;
+using ops::NormForward;
+using ops::check_norm_args;
+using ops::norm_backward;
+using ops::norm_forward;
 
-struct NormDims {
-  std::int64_t rows = 0;  // M
-  std::int64_t cols = 0;  // N
-};
-
-NormDims check_norm_args(const char* op, const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
+NormDims ops::check_norm_args(const char* op, const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
                          const Tensor& bias, double eps) {
   ops::check_defined(op, {{"input", &x}});
   ops::check_floating(op, "input", x);
@@ -58,6 +58,8 @@ NormDims check_norm_args(const char* op, const Tensor& x, const Shape& normalize
   d.rows = d.cols == 0 ? 0 : x.numel() / d.cols;
   return d;
 }
+
+namespace {
 
 // ---- CPU reference (A = acc_t<T>) ----
 
@@ -123,10 +125,6 @@ void norm_rows_backward(bool centered, const A* gy, const A* x, const A* w, cons
   for (std::int64_t j = 0; gw && j < n; ++j) gw[j] = static_cast<A>(sw[j]);
   for (std::int64_t j = 0; gb && j < n; ++j) gb[j] = static_cast<A>(sb[j]);
 }
-
-struct NormForward {
-  Tensor y, mean, rstd;  // mean undefined for rms_norm
-};
 
 NormForward norm_forward_cpu(const char* op, bool centered, const Tensor& x, const Tensor& weight, const Tensor& bias,
                              NormDims d, double eps) {
@@ -224,7 +222,9 @@ GradList norm_backward_cuda(bool centered, const Tensor& gy, const Tensor& x, co
 }
 #endif
 
-NormForward norm_forward(const char* op, bool centered, const Tensor& x, const Tensor& weight, const Tensor& bias,
+}  // namespace
+
+NormForward ops::norm_forward(const char* op, bool centered, const Tensor& x, const Tensor& weight, const Tensor& bias,
                          NormDims d, double eps) {
 #ifdef CIUIC_WITH_CUDA
   if (x.device().is_cuda()) return norm_forward_cuda(centered, x, weight, bias, d, eps);
@@ -232,7 +232,7 @@ NormForward norm_forward(const char* op, bool centered, const Tensor& x, const T
   return norm_forward_cpu(op, centered, x, weight, bias, d, eps);
 }
 
-GradList norm_backward(const char* op, bool centered, const Tensor& gy, const Tensor& x, const Tensor& weight,
+GradList ops::norm_backward(const char* op, bool centered, const Tensor& gy, const Tensor& x, const Tensor& weight,
                        const Tensor& mean, const Tensor& rstd, const Shape& normalized_shape, NormDims d, bool want_x,
                        bool want_w, bool want_b) {
 #ifdef CIUIC_WITH_CUDA
@@ -241,6 +241,8 @@ GradList norm_backward(const char* op, bool centered, const Tensor& gy, const Te
 #endif
   return norm_backward_cpu(op, centered, gy, x, weight, mean, rstd, normalized_shape, d, want_x, want_w, want_b);
 }
+
+namespace {
 
 // The shared op: layer_norm (centered, with bias) and rms_norm.
 Tensor norm_op(const char* op, bool centered, const Tensor& x, const Shape& normalized_shape, const Tensor& weight,

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ciuic/checkpoint.h>
@@ -37,6 +38,12 @@ struct GPT2Config {
   double dropout = 0.0;                                  // after attention, MLP and embeddings (training only)
   CheckpointPolicy checkpoint = CheckpointPolicy::none();  // over the blocks, during training forwards
   DType dtype = DType::f32;                              // parameter precision: f32, f16 or bf16
+  // Fused ops (ops.h): the MLP's c_fc + GELU as linear_gelu (on CUDA one GEMM with the
+  // GELU epilogue) and every residual add fused with the LayerNorm that reads it
+  // (add_layer_norm: ln_2 in each block; the block's output add with the next block's
+  // ln_1, and the last one with ln_f). Same parameters, names, loss and gradients as
+  // the unfused model (bit-identical on the CPU); false runs the unfused ops.
+  bool fused = true;
 
   // vocab_size rounded up to a multiple of 128.
   std::int64_t padded_vocab_size() const { return (vocab_size + 127) / 128 * 128; }
@@ -78,6 +85,7 @@ class GPT2MLP : public nn::Module {
   Tensor forward(const Tensor& x) override;  // (B, T, C) -> (B, T, C)
   std::shared_ptr<nn::Linear> c_fc, c_proj;
   std::shared_ptr<nn::Dropout> dropout;
+  bool fused = true;  // c_fc + GELU(tanh) as linear_gelu
 };
 
 class GPT2Block : public nn::Module {
@@ -85,6 +93,12 @@ class GPT2Block : public nn::Module {
   GPT2Block(const GPT2Config& cfg, Generator* gen);
   Tensor forward(const Tensor& x) override;  // (B, T, C) -> (B, T, C)
   Tensor forward_cached(const Tensor& x, Tensor& k_cache, Tensor& v_cache, std::int64_t pos);
+  // The fused body without the final add, for a loop that fuses that add with the
+  // next LayerNorm: ln1 = ln_1(x) (computed by the caller), x the residual stream
+  // (B, T, C). Returns (h, m) with h = x + attn(ln1) (fused with ln_2) and
+  // m = mlp(ln_2(h)); the block's output is h + m.
+  std::pair<Tensor, Tensor> forward_parts(const Tensor& ln1, const Tensor& x);
+  bool fused = true;  // ln_2 through add_layer_norm
   std::shared_ptr<nn::LayerNorm> ln_1, ln_2;
   std::shared_ptr<GPT2Attention> attn;
   std::shared_ptr<GPT2MLP> mlp;
@@ -151,6 +165,8 @@ class GPT2 : public nn::Module {
   const GPT2Config& config() const { return cfg_; }
   // Changes the checkpoint policy of later forwards.
   void set_checkpoint(CheckpointPolicy policy);
+  // Switches later forwards between the fused and the unfused ops (GPT2Config::fused).
+  void set_fused(bool fused);
 
   std::shared_ptr<GPT2Transformer> transformer;
 
