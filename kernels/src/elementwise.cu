@@ -126,6 +126,25 @@ void unary_t(UnaryOp op, void* out_v, const void* x, const StridedLayout& xl, st
     case UnaryOp::div_scalar: run(math::DivScalar<A>{sc}); return;
     case UnaryOp::rsub_scalar: run(math::RSubScalar<A>{sc}); return;
     case UnaryOp::rdiv_scalar: run(math::RDivScalar<A>{sc}); return;
+    case UnaryOp::sin: run(math::Sin<A>{}); return;
+    case UnaryOp::cos: run(math::Cos<A>{}); return;
+    case UnaryOp::log1p: run(math::Log1p<A>{}); return;
+    case UnaryOp::expm1: run(math::Expm1<A>{}); return;
+    case UnaryOp::erf: run(math::Erf<A>{}); return;
+    case UnaryOp::log2: run(math::Log2<A>{}); return;
+    case UnaryOp::log10: run(math::Log10<A>{}); return;
+    case UnaryOp::reciprocal: run(math::Reciprocal<A>{}); return;
+    case UnaryOp::square: run(math::Square<A>{}); return;
+    case UnaryOp::sign: run(math::Sign<A>{}); return;
+    case UnaryOp::floor: run(math::Floor<A>{}); return;
+    case UnaryOp::ceil: run(math::Ceil<A>{}); return;
+    case UnaryOp::round: run(math::Round<A>{}); return;
+    case UnaryOp::trunc: run(math::Trunc<A>{}); return;
+    case UnaryOp::leaky_relu: run(math::LeakyRelu<A>{static_cast<A>(args.scalar)}); return;
+    case UnaryOp::elu: run(math::Elu<A>{static_cast<A>(args.scalar)}); return;
+    case UnaryOp::softplus: run(math::Softplus<A>{static_cast<A>(args.scalar), static_cast<A>(args.hi)}); return;
+    case UnaryOp::logsigmoid: run(math::LogSigmoid<A>{}); return;
+    case UnaryOp::mish: run(math::Mish<A>{}); return;
   }
   ::ciuic::detail::fail<ValueError>("unary", "unknown op ", static_cast<int>(op));
 }
@@ -146,9 +165,13 @@ void binary_t(BinaryOp op, void* out_v, const void* a, const StridedLayout& al, 
     case BinaryOp::minimum: run(math::Minimum<A>{}); return;
     case BinaryOp::div:
     case BinaryOp::pow:
+    case BinaryOp::remainder:
+    case BinaryOp::fmod:
       if constexpr (!std::is_integral_v<T>) {
         if (op == BinaryOp::div) run(math::Div<A>{});
-        else run(math::Pow<A>{});
+        else if (op == BinaryOp::pow) run(math::Pow<A>{});
+        else if (op == BinaryOp::remainder) run(math::Remainder<A>{});
+        else run(math::Fmod<A>{});
         return;
       }
       break;
@@ -174,6 +197,14 @@ void unary_backward_t(UnaryBackwardOp op, void* gx, const void* g, const Strided
     case UnaryBackwardOp::clamp: run(math::ClampBackward<A>{static_cast<A>(lo), static_cast<A>(hi)}); return;
     case UnaryBackwardOp::tanh_from_out: run(math::TanhBackwardFromOut<A>{}); return;
     case UnaryBackwardOp::sigmoid_from_out: run(math::SigmoidBackwardFromOut<A>{}); return;
+    case UnaryBackwardOp::leaky_relu: run(math::LeakyReluBackward<A>{static_cast<A>(lo)}); return;
+    case UnaryBackwardOp::elu: run(math::EluBackward<A>{static_cast<A>(lo)}); return;
+    case UnaryBackwardOp::softplus: run(math::SoftplusBackward<A>{static_cast<A>(lo), static_cast<A>(hi)}); return;
+    case UnaryBackwardOp::logsigmoid: run(math::LogSigmoidBackward<A>{}); return;
+    case UnaryBackwardOp::hardtanh: run(math::HardtanhBackward<A>{static_cast<A>(lo), static_cast<A>(hi)}); return;
+    case UnaryBackwardOp::mish: run(math::MishBackward<A>{}); return;
+    case UnaryBackwardOp::erf: run(math::ErfBackward<A>{}); return;
+    case UnaryBackwardOp::log1p: run(math::Log1pBackward<A>{}); return;
   }
   ::ciuic::detail::fail<ValueError>("unary_backward", "unknown op ", static_cast<int>(op));
 }
@@ -211,6 +242,25 @@ const char* unary_op_name(UnaryOp op) {
     case UnaryOp::div_scalar: return "div_scalar";
     case UnaryOp::rsub_scalar: return "rsub_scalar";
     case UnaryOp::rdiv_scalar: return "rdiv_scalar";
+    case UnaryOp::sin: return "sin";
+    case UnaryOp::cos: return "cos";
+    case UnaryOp::log1p: return "log1p";
+    case UnaryOp::expm1: return "expm1";
+    case UnaryOp::erf: return "erf";
+    case UnaryOp::log2: return "log2";
+    case UnaryOp::log10: return "log10";
+    case UnaryOp::reciprocal: return "reciprocal";
+    case UnaryOp::square: return "square";
+    case UnaryOp::sign: return "sign";
+    case UnaryOp::floor: return "floor";
+    case UnaryOp::ceil: return "ceil";
+    case UnaryOp::round: return "round";
+    case UnaryOp::trunc: return "trunc";
+    case UnaryOp::leaky_relu: return "leaky_relu";
+    case UnaryOp::elu: return "elu";
+    case UnaryOp::softplus: return "softplus";
+    case UnaryOp::logsigmoid: return "logsigmoid";
+    case UnaryOp::mish: return "mish";
   }
   return "?";
 }
@@ -224,6 +274,8 @@ const char* binary_op_name(BinaryOp op) {
     case BinaryOp::pow: return "pow";
     case BinaryOp::maximum: return "maximum";
     case BinaryOp::minimum: return "minimum";
+    case BinaryOp::remainder: return "remainder";
+    case BinaryOp::fmod: return "fmod";
   }
   return "?";
 }
@@ -238,6 +290,14 @@ const char* unary_backward_op_name(UnaryBackwardOp op) {
     case UnaryBackwardOp::clamp: return "clamp_backward";
     case UnaryBackwardOp::tanh_from_out: return "tanh_backward";
     case UnaryBackwardOp::sigmoid_from_out: return "sigmoid_backward";
+    case UnaryBackwardOp::leaky_relu: return "leaky_relu_backward";
+    case UnaryBackwardOp::elu: return "elu_backward";
+    case UnaryBackwardOp::softplus: return "softplus_backward";
+    case UnaryBackwardOp::logsigmoid: return "logsigmoid_backward";
+    case UnaryBackwardOp::hardtanh: return "hardtanh_backward";
+    case UnaryBackwardOp::mish: return "mish_backward";
+    case UnaryBackwardOp::erf: return "erf_backward";
+    case UnaryBackwardOp::log1p: return "log1p_backward";
   }
   return "?";
 }
@@ -262,7 +322,7 @@ void binary(BinaryOp op, void* out, const void* a, const StridedLayout& a_layout
             const StridedLayout& b_layout, DType dtype, std::int64_t n, void* stream) {
   const char* name = binary_op_name(op);
   kc::check_size(name, "n", n);
-  const bool int_ok = op != BinaryOp::div && op != BinaryOp::pow;
+  const bool int_ok = op != BinaryOp::div && op != BinaryOp::pow && op != BinaryOp::remainder && op != BinaryOp::fmod;
   CIUIC_CHECK(is_floating(dtype) || (int_ok && (dtype == DType::i32 || dtype == DType::i64)), DTypeError, name,
               "got dtype ", dtype_name(dtype), "; expected f32, f64, f16, bf16",
               int_ok ? ", i32 or i64" : " (no integer ", name, ")");

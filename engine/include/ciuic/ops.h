@@ -83,6 +83,45 @@ Tensor clamp(const Tensor& a, std::optional<double> lo, std::optional<double> hi
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 Tensor masked_fill(const Tensor& a, const Tensor& mask, double value);
 
+// ---- unary math and activations (unary_math.cpp; CUDA: the elementwise kernels) ----
+// Floating inputs keep their dtype; integral or bool inputs of the math functions
+// (sin ... reciprocal) give f32, as in PyTorch. Differentiable.
+Tensor sin(const Tensor& a);
+Tensor cos(const Tensor& a);
+Tensor log1p(const Tensor& a);      // log(1 + x), exact for tiny x
+Tensor expm1(const Tensor& a);      // e^x - 1, exact for tiny x
+Tensor erf(const Tensor& a);
+Tensor log2(const Tensor& a);
+Tensor log10(const Tensor& a);
+Tensor reciprocal(const Tensor& a);
+Tensor square(const Tensor& a);     // integral inputs stay integral (and wrap)
+// Piecewise constant: the gradient is 0 (as PyTorch). Integral inputs keep their dtype
+// (floor/ceil/round/trunc are then copies). sign(nan) is nan (NumPy; PyTorch gives 0).
+Tensor sign(const Tensor& a);
+Tensor floor(const Tensor& a);
+Tensor ceil(const Tensor& a);
+Tensor round(const Tensor& a);      // half to even, as torch.round: round(2.5) = 2, round(-0.5) = -0
+Tensor trunc(const Tensor& a);
+// Activations (floating dtypes), with PyTorch's defaults and formulas.
+Tensor leaky_relu(const Tensor& a, double negative_slope = 0.01);
+Tensor elu(const Tensor& a, double alpha = 1.0);
+// x beta > threshold ? x : log(1 + e^(beta x)) / beta
+Tensor softplus(const Tensor& a, double beta = 1.0, double threshold = 20.0);
+Tensor logsigmoid(const Tensor& a);  // min(x, 0) - log1p(e^-|x|): finite for any finite x
+// clamp(x, min_val, max_val); the gradient is 0 at and outside the bounds (as PyTorch).
+Tensor hardtanh(const Tensor& a, double min_val = -1.0, double max_val = 1.0);
+Tensor mish(const Tensor& a);        // x tanh(softplus(x))
+
+// ---- remainder and fmod (remainder.cpp; broadcasting, promoting like sub) ----
+// remainder: Python's %, the result has b's sign (torch.remainder); fmod: C's, the
+// result has a's sign. Floating and integral dtypes; an integral zero divisor is a
+// ValueError (as floor_divide). Gradient: d/da = 1, d/db = -floor(a / b) (remainder)
+// or -trunc(a / b) (fmod). CUDA: floating dtypes (integral ones: NotImplementedError).
+Tensor remainder(const Tensor& a, const Tensor& b);
+Tensor remainder(const Tensor& a, Scalar s);
+Tensor fmod(const Tensor& a, const Tensor& b);
+Tensor fmod(const Tensor& a, Scalar s);
+
 // ---- comparisons and logical ops: bool tensors, no gradient ----
 // Operands promote as above; nan compares unequal to everything (ne gives true).
 Tensor eq(const Tensor& a, const Tensor& b);
@@ -182,6 +221,26 @@ Tensor cumsum(const Tensor& a, std::int64_t dim);
 Tensor softmax(const Tensor& a, std::int64_t dim = -1);
 Tensor log_softmax(const Tensor& a, std::int64_t dim = -1);
 
+// ---- more reductions (reduce_extra.cpp; dims may be negative, empty = all) ----
+// std = sqrt(var), same arguments (correction 1: Bessel's). Call it ciuic::std: under
+// `using namespace ciuic` an unqualified std(x) is ambiguous with the namespace.
+Tensor std(const Tensor& a, const std::vector<std::int64_t>& dims = {}, int correction = 1, bool keepdim = false);
+// Max / min over dims; nan propagates. The gradient is shared evenly among ties (as
+// PyTorch), or among the nans where the result is nan. Any dtype but an empty reduced
+// dim is a ShapeError. CUDA: through the max reduction kernel (not u8 for amin).
+Tensor amax(const Tensor& a, const std::vector<std::int64_t>& dims = {}, bool keepdim = false);
+Tensor amin(const Tensor& a, const std::vector<std::int64_t>& dims = {}, bool keepdim = false);
+// log(sum(exp(x))) shifted by the max (no overflow); a row of -inf gives -inf, an empty
+// one -inf. Gradient: g softmax(x) (0 at -inf elements). Integral inputs give f32.
+Tensor logsumexp(const Tensor& a, const std::vector<std::int64_t>& dims = {}, bool keepdim = false);
+// Product; bool, u8, i32 give i64 (as sum). The gradient is the product of the other
+// elements (prefix/suffix products: exact with zeros). CPU only (NotImplementedError on CUDA).
+Tensor prod(const Tensor& a, const std::vector<std::int64_t>& dims = {}, bool keepdim = false);
+// The p-norm over dims (floating): p = 2 (default), 1, inf (max |x|), -inf (min |x|), 0
+// (count of non-zeros, no gradient), or any p > 0. The gradient is 0 where the norm is
+// 0 (PyTorch's subgradient). f16/bf16 accumulate in f32. norm(x, INFINITY) for inf.
+Tensor norm(const Tensor& a, double p = 2.0, const std::vector<std::int64_t>& dims = {}, bool keepdim = false);
+
 // ---- linear algebra ----
 // 1-D and 2-D as in NumPy; >= 3-D: batched over leading dims, which broadcast.
 Tensor matmul(const Tensor& a, const Tensor& b);
@@ -240,6 +299,55 @@ Tensor stack(const std::vector<Tensor>& tensors, std::int64_t dim = 0);
 std::vector<Tensor> split(const Tensor& a, std::int64_t split_size, std::int64_t dim = 0);
 std::vector<Tensor> chunk(const Tensor& a, std::int64_t chunks, std::int64_t dim = 0);
 Tensor index_select(const Tensor& a, std::int64_t dim, const Tensor& index);
+
+// ---- more shape and construction ops (shape_extra.cpp; copies, differentiable) ----
+// The lower / upper triangle of the last two dims (diagonal > 0: above the main one),
+// the rest 0.
+Tensor tril(const Tensor& a, std::int64_t diagonal = 0);
+Tensor triu(const Tensor& a, std::int64_t diagonal = 0);
+Tensor flip(const Tensor& a, const std::vector<std::int64_t>& dims);
+// Rolls elements by shifts[i] along dims[i] (wrapping); empty dims: over the flattened
+// tensor (one shift), as torch.roll.
+Tensor roll(const Tensor& a, const std::vector<std::int64_t>& shifts, const std::vector<std::int64_t>& dims = {});
+// Tiles a: sizes has at least a.dim() entries (extra leading ones add dims), as Tensor.repeat.
+Tensor repeat(const Tensor& a, const std::vector<std::int64_t>& sizes);
+// Constant padding, PyTorch's order: {last_left, last_right, second_last_left, ...}
+// (an even count, at most 2 a.dim()); negative pads crop.
+Tensor pad(const Tensor& a, const std::vector<std::int64_t>& pads, double value = 0.0);
+// i64 (or i32) class indices -> i64 (..., num_classes) of 0/1; num_classes -1: max + 1.
+// Negative or too large indices are an IndexError (one read-back of the indices).
+Tensor one_hot(const Tensor& indices, std::int64_t num_classes = -1);
+Tensor outer(const Tensor& a, const Tensor& b);  // 1-D a (n), b (m) -> (n, m)
+Tensor expand_as(const Tensor& a, const Tensor& other);
+
+// ---- more losses (losses_extra.cpp) ----
+// reduction: Reduction::mean (default), sum, none, or batchmean (kl_div only: the sum
+// divided by input.size(0)); also by name ("mean", "sum", "none", "batchmean").
+enum class Reduction { none, mean, sum, batchmean };
+Reduction reduction_from_string(const std::string& name, const char* op);
+// log_probs (..., C) like cross_entropy's logits, targets (...) integral: -log_probs[t],
+// mean over targets != ignore_index (all ignored: nan, as PyTorch). Out-of-range targets:
+// IndexError (checked on the targets, one read-back).
+Tensor nll_loss(const Tensor& log_probs, const Tensor& targets, std::int64_t ignore_index = -100,
+                Reduction reduction = Reduction::mean);
+// Stable: (1 - y) x - w log sigmoid(x), w = 1 + (pos_weight - 1) y; pos_weight (optional)
+// broadcasts along the last dim. Differentiable in x, y and pos_weight.
+Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targets,
+                                        Reduction reduction = Reduction::mean, const Tensor& pos_weight = Tensor());
+// -(y log p + (1 - y) log(1 - p)) with each log clamped at -100 (as PyTorch); p in [0, 1].
+Tensor binary_cross_entropy(const Tensor& probs, const Tensor& targets, Reduction reduction = Reduction::mean);
+Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::mean);
+// |d| < beta ? 0.5 d^2 / beta : |d| - 0.5 beta (beta 0: l1_loss).
+Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::mean,
+                      double beta = 1.0);
+// |d| <= delta ? 0.5 d^2 : delta (|d| - 0.5 delta).
+Tensor huber_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::mean,
+                  double delta = 1.0);
+// input: log-probabilities; target: probabilities (or log-probabilities with log_target).
+// Pointwise target (log target - input), 0 where target == 0. Use Reduction::batchmean
+// for the mathematical KL divergence (mean is per element, as PyTorch).
+Tensor kl_div(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::mean,
+              bool log_target = false);
 
 // ---- gather / scatter / masks (Tensor::index and index_put_ in indexing.h) ----
 // index: i64 or i32 with a's dim count and sizes <= a's outside dim (any inside).

@@ -312,7 +312,8 @@ Tensor cuda_binary(const char* op, const Tensor& a, const Tensor& b, const CudaB
       check_floating(op, "a", a);
       return launch_unary_backward(op, kb.backward, a, b, kb.lo, kb.hi);
     case CudaBinary::Kind::binary: {
-      const bool int_ok = kb.binary != k::BinaryOp::div && kb.binary != k::BinaryOp::pow;
+      const bool int_ok = kb.binary != k::BinaryOp::div && kb.binary != k::BinaryOp::pow &&
+                          kb.binary != k::BinaryOp::remainder && kb.binary != k::BinaryOp::fmod;
       CIUIC_CHECK(is_floating(a.dtype()) || (int_ok && (a.dtype() == DType::i32 || a.dtype() == DType::i64)),
                   DTypeError, op, "no CUDA kernel for ", describe_all({{"a", &a}, {"b", &b}}), "; expected ",
                   int_ok ? "f32, f16, bf16, f64, i32 or i64" : "a floating dtype (f32, f16, bf16, f64)",

@@ -36,6 +36,12 @@ enum class UnaryOp : std::uint8_t {
   div_scalar,   // x / s    (same)
   rsub_scalar,  // s - x    (same)
   rdiv_scalar,  // s / x    (same)
+  // ops.h "unary math and activations" (functors in elementwise_math.h)
+  sin, cos, log1p, expm1, erf, log2, log10, reciprocal, square, sign, floor, ceil, round, trunc,
+  leaky_relu,   // args.scalar = negative slope
+  elu,          // args.scalar = alpha
+  softplus,     // args.scalar = beta, args.hi = threshold
+  logsigmoid, mish,
 };
 const char* unary_op_name(UnaryOp op);
 
@@ -49,7 +55,8 @@ struct UnaryArgs {
 void unary(UnaryOp op, void* out, const void* x, const StridedLayout& x_layout, DType dtype, std::int64_t n,
            const UnaryArgs& args, void* stream);
 
-enum class BinaryOp : std::uint8_t { add, sub, mul, div, pow, maximum, minimum };
+// remainder (Python's sign rule) and fmod (C's): floating dtypes on CUDA.
+enum class BinaryOp : std::uint8_t { add, sub, mul, div, pow, maximum, minimum, remainder, fmod };
 const char* binary_op_name(BinaryOp op);
 
 // out[i] = op(a[a_layout(i)], b[b_layout(i)]); a_layout and b_layout have the output's shape.
@@ -62,6 +69,12 @@ enum class UnaryBackwardOp : std::uint8_t {
   relu, gelu_tanh, gelu_erf, silu, abs, clamp,
   tanh_from_out,     // g (1 - y^2)
   sigmoid_from_out,  // g y (1 - y)
+  leaky_relu,        // lo = negative slope
+  elu,               // lo = alpha
+  softplus,          // lo = beta, hi = threshold
+  logsigmoid,
+  hardtanh,          // lo, hi: the bounds (exclusive: 0 at x <= lo or x >= hi)
+  mish, erf, log1p,
 };
 const char* unary_backward_op_name(UnaryBackwardOp op);
 

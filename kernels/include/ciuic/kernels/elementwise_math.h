@@ -167,6 +167,131 @@ template <typename A> struct RDivScalar {  // s / x
   CIUIC_HD A operator()(A x) const { return s / x; }
 };
 
+// ---- more unary math and activations (ops.h "unary math") ----
+template <typename A> struct Sin {
+  CIUIC_HD A operator()(A x) const { using std::sin; return sin(x); }
+};
+template <typename A> struct Cos {
+  CIUIC_HD A operator()(A x) const { using std::cos; return cos(x); }
+};
+// log(1 + x), exact for tiny x (log(1 + 1e-10) in f64 would lose 6 digits).
+template <typename A> struct Log1p {
+  CIUIC_HD A operator()(A x) const { using std::log1p; return log1p(x); }
+};
+// e^x - 1, exact for tiny x.
+template <typename A> struct Expm1 {
+  CIUIC_HD A operator()(A x) const { using std::expm1; return expm1(x); }
+};
+template <typename A> struct Erf {
+  CIUIC_HD A operator()(A x) const { using std::erf; return erf(x); }
+};
+template <typename A> struct Log2 {
+  CIUIC_HD A operator()(A x) const { using std::log2; return log2(x); }
+};
+template <typename A> struct Log10 {
+  CIUIC_HD A operator()(A x) const { using std::log10; return log10(x); }
+};
+template <typename A> struct Reciprocal {
+  CIUIC_HD A operator()(A x) const { return A(1) / x; }
+};
+template <typename A> struct Square {
+  CIUIC_HD A operator()(A x) const { return x * x; }
+};
+// -1, 0, 1; a signed zero stays itself and nan stays nan (NumPy's rule and the README's
+// "NaN propagates"; PyTorch gives 0 for nan, an acknowledged bug, pytorch#41245).
+template <typename A> struct Sign {
+  CIUIC_HD A operator()(A x) const { return x > A(0) ? A(1) : (x < A(0) ? A(-1) : x); }
+};
+template <typename A> struct Floor {
+  CIUIC_HD A operator()(A x) const { using std::floor; return floor(x); }
+};
+template <typename A> struct Ceil {
+  CIUIC_HD A operator()(A x) const { using std::ceil; return ceil(x); }
+};
+// Round half to even (torch.round, NumPy's round): rint under the default rounding
+// mode (round to nearest, ties to even), which neither device changes.
+template <typename A> struct Round {
+  CIUIC_HD A operator()(A x) const { using std::rint; return rint(x); }
+};
+template <typename A> struct Trunc {
+  CIUIC_HD A operator()(A x) const { using std::trunc; return trunc(x); }
+};
+// x > 0 ? x : slope x (nan stays nan).
+template <typename A> struct LeakyRelu {
+  A slope;
+  CIUIC_HD A operator()(A x) const { return x > A(0) ? x : x * slope; }
+};
+// x > 0 ? x : alpha (e^x - 1), with expm1 for accuracy near 0.
+template <typename A> struct Elu {
+  A alpha;
+  CIUIC_HD A operator()(A x) const { using std::expm1; return x > A(0) ? x : alpha * expm1(x); }
+};
+// PyTorch's softplus: x beta > threshold ? x : log1p(e^(beta x)) / beta.
+template <typename A> struct Softplus {
+  A beta, threshold;
+  CIUIC_HD A operator()(A x) const {
+    using std::exp;
+    using std::log1p;
+    return x * beta > threshold ? x : log1p(exp(x * beta)) / beta;
+  }
+};
+// log sigmoid(x) = min(x, 0) - log1p(e^-|x|): no overflow for either sign.
+template <typename A> struct LogSigmoid {
+  CIUIC_HD A operator()(A x) const {
+    using std::exp;
+    using std::fabs;
+    using std::log1p;
+    if (is_nan(x)) return x;
+    return (x < A(0) ? x : A(0)) - log1p(exp(-fabs(x)));
+  }
+};
+// x tanh(softplus(x)) (softplus with beta 1, threshold 20, as PyTorch's mish).
+template <typename A> struct Mish {
+  CIUIC_HD A operator()(A x) const {
+    using std::tanh;
+    return x * tanh(Softplus<A>{A(1), A(20)}(x));
+  }
+};
+
+// Python's %: the result has the divisor's sign (torch.remainder). Floats: fmod, then
+// moved into the divisor's sign range; x % 0 is nan. Integers: y == 0 gives 0 here
+// (the CPU op raises first); INT_MIN % -1 is 0 (no trap).
+template <typename A> struct Remainder {
+  CIUIC_HD A operator()(A x, A y) const {
+    if constexpr (std::is_integral_v<A>) {
+      if (y == A(0)) return A(0);
+      if constexpr (std::is_signed_v<A>) {
+        if (y == A(-1)) return A(0);
+      }
+      A r = static_cast<A>(x % y);
+      if constexpr (std::is_signed_v<A>) {
+        if (r != A(0) && ((r < A(0)) != (y < A(0)))) r = static_cast<A>(r + y);
+      }
+      return r;
+    } else {
+      using std::fmod;
+      A r = fmod(x, y);
+      if (r != A(0) && ((r < A(0)) != (y < A(0)))) r += y;
+      return r;
+    }
+  }
+};
+// C's fmod: the result has the dividend's sign (torch.fmod). Integers as Remainder.
+template <typename A> struct Fmod {
+  CIUIC_HD A operator()(A x, A y) const {
+    if constexpr (std::is_integral_v<A>) {
+      if (y == A(0)) return A(0);
+      if constexpr (std::is_signed_v<A>) {
+        if (y == A(-1)) return A(0);
+      }
+      return static_cast<A>(x % y);
+    } else {
+      using std::fmod;
+      return fmod(x, y);
+    }
+  }
+};
+
 // ---- binary ----
 template <typename A> struct Add {
   CIUIC_HD A operator()(A x, A y) const { return wrap_add(x, y); }
@@ -252,6 +377,51 @@ template <typename A> struct TanhBackwardFromOut {
 // sigmoid from its output y: g y (1 - y).
 template <typename A> struct SigmoidBackwardFromOut {
   CIUIC_HD A operator()(A g, A y) const { return g * y * (A(1) - y); }
+};
+
+// ---- backward helpers of the activations above: (g, x) -> grad_x ----
+template <typename A> struct LeakyReluBackward {
+  A slope;
+  CIUIC_HD A operator()(A g, A x) const { return x > A(0) ? g : g * slope; }
+};
+template <typename A> struct EluBackward {
+  A alpha;
+  CIUIC_HD A operator()(A g, A x) const { using std::exp; return x > A(0) ? g : g * alpha * exp(x); }
+};
+// Where the forward is x (beta x > threshold) the derivative is 1, else sigmoid(beta x).
+template <typename A> struct SoftplusBackward {
+  A beta, threshold;
+  CIUIC_HD A operator()(A g, A x) const {
+    using std::exp;
+    return x * beta > threshold ? g : g / (A(1) + exp(-x * beta));
+  }
+};
+// d/dx log sigmoid(x) = sigmoid(-x) = 1 / (1 + e^x) (e^x = inf gives 0).
+template <typename A> struct LogSigmoidBackward {
+  CIUIC_HD A operator()(A g, A x) const { using std::exp; return g / (A(1) + exp(x)); }
+};
+// 0 where x <= lo or x >= hi (exclusive, as PyTorch's hardtanh_backward), else g.
+template <typename A> struct HardtanhBackward {
+  A lo, hi;
+  CIUIC_HD A operator()(A g, A x) const { return (x <= lo || x >= hi) ? A(0) : g; }
+};
+// d/dx x tanh(sp(x)) = t + x sigmoid(x) (1 - t^2), t = tanh(softplus(x)).
+template <typename A> struct MishBackward {
+  CIUIC_HD A operator()(A g, A x) const {
+    using std::exp;
+    using std::tanh;
+    const A t = tanh(Softplus<A>{A(1), A(20)}(x));
+    const A s = A(1) / (A(1) + exp(-x));
+    return g * (t + x * s * (A(1) - t * t));
+  }
+};
+// d/dx erf(x) = 2 / sqrt(pi) e^(-x^2).
+template <typename A> struct ErfBackward {
+  CIUIC_HD A operator()(A g, A x) const { using std::exp; return g * A(1.1283791670955126) * exp(-x * x); }
+};
+// d/dx log1p(x) = 1 / (1 + x).
+template <typename A> struct Log1pBackward {
+  CIUIC_HD A operator()(A g, A x) const { return g / (A(1) + x); }
 };
 
 // ---- dropout ----
