@@ -1,6 +1,7 @@
 // tril / triu, flip, roll, repeat, pad, one_hot, outer, expand_as: values against
 // explicit index loops, gradients (gradcheck in f64), dtypes, empty tensors, errors.
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "ciuic/ciuic.h"
@@ -115,6 +116,8 @@ TEST_CASE("pad: PyTorch's last-dim-first order, constant value, negative pads cr
   CHECK_THROWS_WITH_ALL(pad(x, {1}), ValueError, "pad", "even");
   CHECK_THROWS_WITH_ALL(pad(x, {1, 1, 1, 1, 1, 1}), ValueError, "pad");
   CHECK_THROWS_WITH_ALL(pad(x, {-2, -2}), ShapeError, "pad", "crop");
+  CHECK_THROWS_WITH_ALL(pad(x, {std::numeric_limits<std::int64_t>::max(), 1}), ShapeError, "pad", "overflow");
+  CHECK_THROWS_WITH_ALL(pad(x, {std::numeric_limits<std::int64_t>::min(), -1}), ShapeError, "pad");
   Tensor a = leaf(uniform({4, 3}, -1, 1, DType::f64).t());
   expect_gradcheck([](const V& in) { return pad(in[0], {1, 2, 2, 0}, 0.5); }, {a});
   expect_gradcheck([](const V& in) { return pad(in[0], {-1, 2, 1, -2}); }, {a});

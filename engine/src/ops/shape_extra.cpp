@@ -115,9 +115,15 @@ Tensor pad(const Tensor& a, const std::vector<std::int64_t>& pads, double value)
     const std::int64_t d = a.dim() - 1 - static_cast<std::int64_t>(k);
     const std::int64_t left = pads[2 * k], right = pads[2 * k + 1];
     const std::int64_t n = out.size(d);
-    const std::int64_t kept = n + std::min<std::int64_t>(left, 0) + std::min<std::int64_t>(right, 0);
-    CIUIC_CHECK(kept >= 0 && n + left + right >= 0, ShapeError, "pad", "pads ", shape_str(pads), " crop dim ", d,
-                " of ", describe(a), " below size 0; expected the padded size to be >= 0");
+    // Sizes with overflow checks (hostile pads such as INT64_MAX).
+    std::int64_t kept = 0, padded = 0;
+    const bool ok = !__builtin_add_overflow(n, std::min<std::int64_t>(left, 0), &kept) &&
+                    !__builtin_add_overflow(kept, std::min<std::int64_t>(right, 0), &kept) &&
+                    !__builtin_add_overflow(n, left, &padded) && !__builtin_add_overflow(padded, right, &padded);
+    CIUIC_CHECK(ok, ShapeError, "pad", "pads ", shape_str(pads), " for ", describe(a), " overflow the size of dim ", d,
+                "; expected padded sizes below 2^63");
+    CIUIC_CHECK(kept >= 0 && padded >= 0, ShapeError, "pad", "pads ", shape_str(pads), " crop dim ", d, " of ",
+                describe(a), " below size 0; expected the padded size to be >= 0");
     if (left < 0 || right < 0) out = out.narrow(d, std::max<std::int64_t>(-left, 0), kept);
     std::vector<Tensor> parts;
     auto filler = [&](std::int64_t len) {
