@@ -163,12 +163,12 @@ class NcclCommunicator : public Communicator {
       ncclResult_t async = ncclSuccess;
       CIUIC_NCCL_CHECK(ncclCommGetAsyncError(comm_, &async));
       if (async != ncclSuccess) {
-        abort();
+        abort_communicator();
         ::ciuic::detail::fail<CommError>("nccl", w.description(), " on rank ", rank_, " failed: ",
                                          ncclGetErrorString(async), "; a peer rank probably died");
       }
       if (std::chrono::steady_clock::now() > deadline) {
-        abort();
+        abort_communicator();
         ::ciuic::detail::fail<CommTimeout>("nccl", w.description(), " on rank ", rank_, " did not finish within ",
                                            timeout.count(), " ms; the communicator was aborted (a peer is stuck or dead)");
       }
@@ -205,7 +205,7 @@ class NcclCommunicator : public Communicator {
     return w;
   }
 
-  void abort() {
+  void abort_communicator() {
     if (!aborted_ && comm_) {
       aborted_ = true;
       ncclCommAbort(comm_);
