@@ -4,7 +4,8 @@
 #   ./run.sh test              build, then run every test (CUDA tests skip without a GPU)
 #   ./run.sh bench NAME [ARGS] build, then run the benchmark binary bench/NAME
 #   ./run.sh build             configure and build only
-#   ./run.sh sanitize          CPU-only build under ASan + UBSan (+ float-cast-overflow), then run every test
+#   ./run.sh test-emulated     build with the emulated CUDA device, run the [cuda] suite on it (two profiles, two orders)
+#   ./run.sh sanitize          emulated-device build under ASan + UBSan (+ float-cast-overflow), then every test
 # Environment: BUILD_DIR (default build), MESON_ARGS (extra `meson setup` arguments, e.g. -Dcuda=disabled).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -39,6 +40,7 @@ missing_packages() {
   [ -f /usr/include/nlohmann/json.hpp ] || pkg-config --exists nlohmann_json 2>/dev/null || missing+=(nlohmann-json3-dev)
   pkg-config --exists openblas 2>/dev/null || missing+=(libopenblas-dev)
   [ -f /usr/include/gloo/config.h ] || missing+=(libgloo-dev)  # the Gloo communicator (comm/)
+  [ -f /usr/include/boost/context/detail/fcontext.hpp ] || missing+=(libboost-context-dev)  # the emulated device's fibers
   echo "${missing[@]:-}"
 }
 
@@ -72,6 +74,32 @@ configure_and_build() {
   meson compile -C "$BUILD_DIR"
 }
 
+# One run of the emulated [cuda] suite: LABEL names it in the log; the rest are Catch2 arguments.
+run_one_emulated() {
+  local dir=$1 label=$2
+  shift 2
+  log "emulated device ($label): ciuic_tests $*"
+  local out status=0
+  out=$(mktemp)
+  "$dir/tests/ciuic_tests" "$@" >"$out" 2>&1 || status=$?
+  grep -E "All tests passed|test cases:|assertions:|emulated kernels launched" "$out" | sed "s/^/[catch2, $label] /" || true
+  if [ $status -ne 0 ]; then tail -n 200 "$out"; fi
+  rm -f "$out"
+  return $status
+}
+
+run_emulated_suites() {
+  local dir=$1
+  shift
+  local status=0
+  CIUIC_EMU_PROFILE=sm_90 CIUIC_EMU_ORDER=forward CIUIC_EMU_REQUIRE_COVERAGE=1 \
+    run_one_emulated "$dir" "sm_90, forward" '[cuda],[emu]' "$@" || status=1
+  CIUIC_EMU_PROFILE=sm_86 CIUIC_EMU_ORDER=reverse run_one_emulated "$dir" "sm_86, reverse" '[cuda],[emu]' "$@" || status=1
+  CIUIC_EMU_PROFILE=sm_90 CIUIC_EMU_ORDER=random:7 run_one_emulated "$dir" "sm_90, random:7" '[emu],[kernels]' "$@" ||
+    status=1
+  return $status
+}
+
 cmd=${1:-help}
 shift || true
 case "$cmd" in
@@ -84,13 +112,28 @@ case "$cmd" in
     # Catch2's own summary line: how many test cases and assertions ran.
     grep -hE "All tests passed|test cases:|assertions:" "$BUILD_DIR"/meson-logs/testlog.txt | sed 's/^/[catch2] /' || true
     exit $status ;;
+  test-emulated)
+    # The emulated CUDA device (kernels/emu/README.md): the kernels' .cu source compiled as C++
+    # and run on the CPU, so every [cuda] test runs its kernels (raw-pointer launchers included).
+    # Run 1: sm_90 profile, forward thread order, and every kernel instantiation must have run.
+    # Run 2: sm_86 profile (99 KiB opt-in shared memory), reverse order. Run 3: seeded random
+    # order on the emulator's own tests and the kernel tests.
+    BUILD_DIR=${EMU_BUILD_DIR:-build-emulated}
+    MESON_ARGS="-Dgpu_emulation=true -Dcuda=disabled -Dbench=disabled ${MESON_ARGS:-}"
+    ensure_dependencies
+    # shellcheck disable=SC2086
+    [ -f "$BUILD_DIR/build.ninja" ] || meson setup "$BUILD_DIR" $MESON_ARGS
+    meson compile -C "$BUILD_DIR" ciuic_tests
+    run_emulated_suites "$BUILD_DIR" "$@"
+    exit $? ;;
   sanitize)
-    # A separate CPU-only build (CUDA code cannot run under ASan without a GPU anyway); any
-    # sanitizer report fails the run. Huge requests must come back as null, not abort, so that
-    # the library can answer them with OutOfMemory.
+    # A separate build with the emulated CUDA device under ASan + UBSan: the CPU suite, and the
+    # [cuda] suite with its kernels running on the emulated device; any sanitizer report fails
+    # the run. Huge requests must come back as null, not abort, so that the library can answer
+    # them with OutOfMemory.
     BUILD_DIR=${SANITIZE_BUILD_DIR:-build-sanitize}
-    MESON_ARGS="-Dcuda=disabled -Dbench=disabled -Dbuildtype=plain -Db_sanitize=address,undefined -Db_lundef=false
-      ${MESON_ARGS:-}"
+    MESON_ARGS="-Dgpu_emulation=true -Dcuda=disabled -Dbench=disabled -Dbuildtype=plain -Db_sanitize=address,undefined
+      -Db_lundef=false ${MESON_ARGS:-}"
     # Read by `meson setup` only. float-cast-overflow is not part of GCC's -fsanitize=undefined;
     # -O1 -g1 keep the build cheap and the reports readable.
     export CXXFLAGS="-O1 -g1 -fsanitize=float-cast-overflow -fno-sanitize-recover=all"
@@ -115,7 +158,12 @@ case "$cmd" in
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
     status=0
     meson test -C "$BUILD_DIR" --no-rebuild --print-errorlogs unit readme_example "$@" || status=$?
-    grep -hE "All tests passed|test cases:|assertions:" "$BUILD_DIR"/meson-logs/testlog.txt | sed 's/^/[catch2, sanitized] /' || true
+    grep -hE "All tests passed|test cases:|assertions:|emulated kernels launched" "$BUILD_DIR"/meson-logs/testlog.txt |
+      sed 's/^/[catch2, sanitized] /' || true
+    # The [cuda] suite again under the second profile and thread order (the unit run above used
+    # the defaults: sm_90, forward).
+    CIUIC_EMU_PROFILE=sm_86 CIUIC_EMU_ORDER=reverse run_one_emulated "$BUILD_DIR" "sanitized, sm_86, reverse" \
+      '[cuda],[emu]' || status=1
     exit $status ;;
   demo)
     configure_and_build
@@ -134,6 +182,6 @@ case "$cmd" in
     configure_and_build
     exec "$BUILD_DIR/bench/$name" "$@" ;;
   *)
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     [ "$cmd" = help ] || exit 2 ;;
 esac
