@@ -41,6 +41,20 @@ inline Device dut() {
 // True when the device under test is a GPU: raw-pointer launchers may run.
 inline bool dut_is_gpu() { return dut().is_cuda(); }
 
+// True when that GPU is the emulated device (-Dgpu_emulation=true, kernels/emu/): it runs
+// every kernel, but thousands of times slower than a GPU and in host memory, so tests size
+// their problems as for the CPU (a 2^31-element tensor would take hours and 34 GiB).
+inline bool dut_is_emulated() {
+#if defined(CIUIC_EMULATED_GPU)
+  return dut_is_gpu();
+#else
+  return false;
+#endif
+}
+
+// A real GPU: GPU-scale problem sizes.
+inline bool dut_is_real_gpu() { return dut_is_gpu() && !dut_is_emulated(); }
+
 // Options for a tensor on the device under test.
 inline TensorOptions on_dut(DType dt) { return TensorOptions(dt).device(dut()); }
 

@@ -52,14 +52,7 @@ __global__ void __launch_bounds__(kThreads) delta_kernel(const T* go, const T* o
 
 // ---------------------------------------------------------------- Tensor Cores
 
-template <int D>
-constexpr std::size_t tc_dkdv_smem() {
-  return 4 * kTcBN * (D + 8) * 2 + 2 * kTcBN * (kTcBM + 8) * 4 + 2 * kTcBN * (kTcBM + 8) * 2 + 2 * kTcBM * 4;
-}
-template <int D>
-constexpr std::size_t tc_dq_smem() {
-  return 4 * kTcBM * (D + 8) * 2 + 2 * kTcBM * (kTcBN + 8) * 4 + kTcBM * (kTcBN + 8) * 2;
-}
+// tc_dkdv_smem, tc_dq_smem: flash_attn_common.cuh (the forward's kernel choice needs them too).
 
 // Writes this warp's 16 x D accumulators (times mul) as rows [row0, row0 + 16) of a
 // contiguous (rows_total, D) output, staged through stage (f32, pitch D + 8).
@@ -104,7 +97,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_tc_kernel(Args a) {
   float* lse_s = reinterpret_cast<float*>(dSt + kTcBN * PP);
   float* delta_s = lse_s + kTcBM;
 
-  const std::int64_t kt = blockIdx.x, bh = blockIdx.y;
+  const std::int64_t kt = blockIdx.x, bh = block_batch_entry(a.B);
+  if (bh < 0) return;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, lr = lane / 2, h = lane % 2;
   const int wrow = warp * 16;
   const std::int64_t k0 = kt * kTcBN, j = k0 + wrow + lr;  // this lane's key
@@ -223,7 +217,8 @@ __global__ void __launch_bounds__(kThreads) dq_tc_kernel(Args a) {
   float* dPs = Ss + kTcBM * PS;
   E* dSs = reinterpret_cast<E*>(dPs + kTcBM * PS);
 
-  const std::int64_t qt = blockIdx.x, bh = blockIdx.y;
+  const std::int64_t qt = blockIdx.x, bh = block_batch_entry(a.B);
+  if (bh < 0) return;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, lr = lane / 2, h = lane % 2;
   const int wrow = warp * 16;
   const std::int64_t q0 = qt * kTcBM, i = q0 + wrow + lr;  // this lane's query row
@@ -329,7 +324,8 @@ __global__ void __launch_bounds__(kThreads) dq_simt_kernel(Args a) {
   float* dOs = Qs + kSimtRows * D;
   float* Ks = dOs + kSimtRows * Dv;
   float* Vs = Ks + kSimtCols * (D + 1);
-  const std::int64_t qt = blockIdx.x, bh = blockIdx.y;
+  const std::int64_t qt = blockIdx.x, bh = block_batch_entry(a.B);
+  if (bh < 0) return;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const std::int64_t q0 = qt * kSimtRows;
   const T* go = static_cast<const T*>(a.grad_out);
@@ -404,7 +400,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_simt_kernel(Args a) {
   float* dOs = Qs + kSimtCols * (D + 1);
   float* lse_s = dOs + kSimtCols * (Dv + 1);
   float* delta_s = lse_s + kSimtCols;
-  const std::int64_t kt = blockIdx.x, bh = blockIdx.y;
+  const std::int64_t kt = blockIdx.x, bh = block_batch_entry(a.B);
+  if (bh < 0) return;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const std::int64_t k0 = kt * kSimtRows;  // key tiles of 16 (the block's rows)
   const T* go = static_cast<const T*>(a.grad_out);
@@ -525,7 +522,11 @@ void flash_attn_backward(const FlashAttnParams& p, const AttnOperand& q, const A
     CIUIC_CUDA_CHECK_LAUNCH();
   };
   const std::int64_t tq_tc = flash::num_tiles(p.Tq, flash::kTcBM), tk_tc = flash::num_tiles(p.Tk, flash::kTcBN);
-  if (flash_attn_uses_tensor_cores(p, q, k, v)) {
+  // The Tensor Core kernels read grad_out (and write the gradients) in 16-byte vectors: a
+  // contiguous view at an odd element offset would be a misaligned access, which ends the CUDA
+  // context, so such operands take the SIMT kernels (scalar accesses) instead.
+  const bool vec_ok = kc::aligned16(grad_out) && kc::aligned16(grad_q) && kc::aligned16(grad_k) && kc::aligned16(grad_v);
+  if (vec_ok && flash_attn_uses_tensor_cores(p, q, k, v)) {
     auto run = [&](auto tag, auto dim) {
       using T = decltype(tag);
       constexpr int D = decltype(dim)::value;

@@ -7,7 +7,10 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <map>
+#include <mutex>
 
 #include "ciuic/cuda_check.h"
 #include "ciuic/dropout_mask.h"
@@ -26,6 +29,7 @@ struct Args {
   const void* v;
   std::int64_t q_s0, q_s1, q_st, k_s0, k_s1, k_st, v_s0, v_s1, v_st;  // element strides
   std::int64_t B1, Tq, Tk;
+  std::int64_t B;   // batch entries B0 * B1 (tile_grid spreads them over grid y and z)
   int D, Dv;
   bool causal;
   float scale;      // softmax scale
@@ -118,6 +122,24 @@ __device__ __forceinline__ void load_tile16(E* sm, const E* g, std::int64_t stri
   }
 }
 
+// Dynamic shared memory of the Tensor Core kernels (bytes), and the most any of them needs.
+template <int D>
+constexpr std::size_t tc_fwd_smem() {
+  return (3 * kTcBM * (D + 8)) * 2 + kTcBM * (kTcBN + 8) * 4 + kTcBM * (kTcBN + 8) * 2 + kTcBM * (D + 8) * 4;
+}
+template <int D>
+constexpr std::size_t tc_dkdv_smem() {
+  return 4 * kTcBN * (D + 8) * 2 + 2 * kTcBN * (kTcBM + 8) * 4 + 2 * kTcBN * (kTcBM + 8) * 2 + 2 * kTcBM * 4;
+}
+template <int D>
+constexpr std::size_t tc_dq_smem() {
+  return 4 * kTcBM * (D + 8) * 2 + 2 * kTcBM * (kTcBN + 8) * 4 + kTcBM * (kTcBN + 8) * 2;
+}
+template <int D>
+constexpr std::size_t tc_max_smem() {
+  return std::max({tc_fwd_smem<D>(), tc_dkdv_smem<D>(), tc_dq_smem<D>()});
+}
+
 // ---- host side ---------------------------------------------------------------
 
 inline Args make_args(const FlashAttnParams& p, const AttnOperand& q, const AttnOperand& k, const AttnOperand& v) {
@@ -129,6 +151,7 @@ inline Args make_args(const FlashAttnParams& p, const AttnOperand& q, const Attn
   a.k_s0 = k.stride_b0; a.k_s1 = k.stride_b1; a.k_st = k.stride_t;
   a.v_s0 = v.stride_b0; a.v_s1 = v.stride_b1; a.v_st = v.stride_t;
   a.B1 = p.B1;
+  a.B = p.B0 * p.B1;
   a.Tq = p.Tq;
   a.Tk = p.Tk;
   a.D = static_cast<int>(p.D);
@@ -146,14 +169,32 @@ inline Args make_args(const FlashAttnParams& p, const AttnOperand& q, const Attn
 void check_params(const char* name, const FlashAttnParams& p, const AttnOperand& q, const AttnOperand& k,
                   const AttnOperand& v);
 
-// Dynamic shared memory above 48 KiB needs an opt-in per kernel.
+// Dynamic shared memory above 48 KiB needs an opt-in per kernel and device. The limit is
+// only ever raised, under a lock, to the largest size asked for so far: setting it per call
+// let two host threads launching one kernel with different head dims race (one thread's
+// smaller limit landing between the other's set and its launch, which then failed).
+void raise_smem_limit(const void* kernel, std::size_t bytes);
 template <typename K>
 void allow_smem(K kernel, std::size_t bytes) {
-  if (bytes > 48 * 1024)
-    CIUIC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  raise_smem_limit(reinterpret_cast<const void*>(kernel), bytes);
 }
 
-// Grid of (tiles, batch entries): tiles in x (2^31 - 1), batch entries in y (65535).
+// The current device's limits that choose between the Tensor Core and SIMT kernels.
+struct DeviceLimits {
+  int cc_major = 0, cc_minor = 0;
+  std::size_t smem_optin = 0;  // cudaDevAttrMaxSharedMemoryPerBlockOptin
+};
+const DeviceLimits& device_limits();
+
+// Grid of (tiles, batch entries): tiles in x (up to 2^31 - 1); the batch entries B0 * B1
+// spread over y and z (each at most 65535), so any batch x heads up to 65535^2 launches.
 dim3 tile_grid(const char* name, std::int64_t tiles, std::int64_t B);
+
+// This block's batch entry (see tile_grid), or -1 for the few blocks of the last z slice
+// past B, which then return before touching anything (uniformly, so no barrier is split).
+__device__ __forceinline__ std::int64_t block_batch_entry(std::int64_t B) {
+  const std::int64_t bh = blockIdx.y + static_cast<std::int64_t>(blockIdx.z) * gridDim.y;
+  return bh < B ? bh : -1;
+}
 
 }  // namespace ciuic::kernels::flash

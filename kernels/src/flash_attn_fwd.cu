@@ -45,9 +45,43 @@ void check_params(const char* name, const FlashAttnParams& p, const AttnOperand&
 }
 
 dim3 tile_grid(const char* name, std::int64_t tiles, std::int64_t B) {
-  CIUIC_CHECK(tiles <= 0x7fffffffLL && B <= 65535, NotImplementedError, name, tiles, " tiles x ", B,
-              " batch entries; expected at most 2^31 - 1 tiles and 65535 batch entries (heads x batch) per launch");
-  return dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(B));
+  constexpr std::int64_t kMaxYZ = 65535;
+  const std::int64_t z = (B + kMaxYZ - 1) / kMaxYZ, y = z > 0 ? (B + z - 1) / z : 0;
+  CIUIC_CHECK(tiles <= 0x7fffffffLL && z <= kMaxYZ, NotImplementedError, name, tiles, " tiles x ", B,
+              " batch entries; expected at most 2^31 - 1 tiles and 65535^2 batch entries (heads x batch) per launch");
+  return dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(y), static_cast<unsigned>(z));
+}
+
+void raise_smem_limit(const void* kernel, std::size_t bytes) {
+  if (bytes <= 48 * 1024) return;
+  int device = 0;
+  CIUIC_CUDA_CHECK(cudaGetDevice(&device));
+  static std::mutex m;
+  static std::map<std::pair<int, const void*>, std::size_t> raised;  // (device, kernel) -> limit set
+  std::lock_guard<std::mutex> lock(m);
+  std::size_t& limit = raised[{device, kernel}];
+  if (bytes <= limit) return;
+  CIUIC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  limit = bytes;
+}
+
+const DeviceLimits& device_limits() {
+  int device = 0;
+  CIUIC_CUDA_CHECK(cudaGetDevice(&device));
+  static std::mutex m;
+  static std::map<int, DeviceLimits> cache;
+  std::lock_guard<std::mutex> lock(m);
+  auto it = cache.find(device);
+  if (it == cache.end()) {
+    DeviceLimits l;
+    int optin = 0;
+    CIUIC_CUDA_CHECK(cudaDeviceGetAttribute(&l.cc_major, cudaDevAttrComputeCapabilityMajor, device));
+    CIUIC_CUDA_CHECK(cudaDeviceGetAttribute(&l.cc_minor, cudaDevAttrComputeCapabilityMinor, device));
+    CIUIC_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    l.smem_optin = static_cast<std::size_t>(optin);
+    it = cache.emplace(device, l).first;
+  }
+  return it->second;  // map nodes are stable
 }
 
 namespace {
@@ -58,10 +92,7 @@ constexpr int kThreads = 128;
 
 // ---------------------------------------------------------------- Tensor Cores
 
-template <int D>
-constexpr std::size_t tc_fwd_smem() {
-  return (3 * kTcBM * (D + 8)) * 2 + kTcBM * (kTcBN + 8) * 4 + kTcBM * (kTcBN + 8) * 2 + kTcBM * (D + 8) * 4;
-}
+// tc_fwd_smem: flash_attn_common.cuh.
 
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads) fwd_tc_kernel(Args a) {
@@ -77,7 +108,8 @@ __global__ void __launch_bounds__(kThreads) fwd_tc_kernel(Args a) {
   E* Ps = reinterpret_cast<E*>(Ss + kTcBM * PS);
   float* Os = reinterpret_cast<float*>(Ps + kTcBM * PP);
 
-  const std::int64_t qt = blockIdx.x, bh = blockIdx.y;
+  const std::int64_t qt = blockIdx.x, bh = block_batch_entry(a.B);
+  if (bh < 0) return;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, lr = lane / 2, h = lane % 2;
   const int wrow = warp * 16;
   const std::int64_t q0 = qt * kTcBM, i = q0 + wrow + lr;  // this lane's query row
@@ -208,7 +240,8 @@ __global__ void __launch_bounds__(kThreads) fwd_simt_kernel(Args a) {
   float* Qs = reinterpret_cast<float*>(smem);  // [16][D]
   float* Ks = Qs + kSimtRows * D;              // [32][D + 1]: lane j reads row j, conflict-free
   float* Vs = Ks + kSimtCols * KP;             // [32][Dv]
-  const std::int64_t qt = blockIdx.x, bh = blockIdx.y;
+  const std::int64_t qt = blockIdx.x, bh = block_batch_entry(a.B);
+  if (bh < 0) return;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const std::int64_t q0 = qt * kSimtRows;
 
@@ -290,6 +323,18 @@ bool flash_attn_uses_tensor_cores(const FlashAttnParams& p, const AttnOperand& q
                                   const AttnOperand& v) {
   if (p.dtype != DType::f16 && p.dtype != DType::bf16) return false;
   if (p.D != p.Dv || (p.D != 64 && p.D != 128)) return false;
+  // The Tensor Core kernels use mma.sync for f16/bf16, which needs sm_80; their bodies are
+  // compiled only for sm_80+ (below that they are empty and would leave the output unwritten),
+  // so the kernel nvcc built for this device must be sm_80+ as well.
+  const flash::DeviceLimits& dev = flash::device_limits();
+  if (dev.cc_major < 8) return false;
+  cudaFuncAttributes fa{};
+  CIUIC_CUDA_CHECK(cudaFuncGetAttributes(&fa, reinterpret_cast<const void*>(flash::fwd_tc_kernel<Half, 64>)));
+  if (fa.binaryVersion < 80) return false;
+  // Forward and backward share this choice, so both must fit the device's opt-in shared memory
+  // (D = 128 needs 112-122.5 KiB: fine on sm_80/90, not on sm_86/89's 99 KiB).
+  const std::size_t need = p.D == 64 ? flash::tc_max_smem<64>() : flash::tc_max_smem<128>();
+  if (need > dev.smem_optin) return false;
   for (const AttnOperand* o : {&q, &k, &v}) {
     if ((reinterpret_cast<std::uintptr_t>(o->ptr) & 15u) != 0) return false;
     if (o->stride_b0 % 8 != 0 || o->stride_b1 % 8 != 0 || o->stride_t % 8 != 0) return false;  // 16-byte rows

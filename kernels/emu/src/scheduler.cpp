@@ -187,6 +187,21 @@ void release_barrier(Block& b) {
       return;
     }
   }
+  // Threads that exited without reaching this barrier: PTX's bar.sync then completes on the
+  // live threads, but CUDA's rule is that a __syncthreads is reached by every thread of the
+  // block (one in a branch some threads skip is undefined), so this is a divergent barrier.
+  if (first != nullptr && b.live < static_cast<int>(b.threads.size())) {
+    const EmuThread* gone = nullptr;
+    for (const auto& t : b.threads)
+      if (t.state == TState::exited) {
+        gone = &t;
+        break;
+      }
+    b.error = "divergent __syncthreads: " + thread_name(first->tid) + " waits at " + where(first->site) + " but " +
+              std::to_string(b.threads.size() - static_cast<std::size_t>(b.live)) + " threads of the block (" +
+              thread_name(gone->tid) + " first) exited without reaching it";
+    return;
+  }
   for (auto& t : b.threads)
     if (t.state == TState::at_barrier) t.state = TState::ready;
   b.arrivals = 0;

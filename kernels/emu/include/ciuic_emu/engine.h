@@ -48,12 +48,15 @@ const DeviceProfile* profile_named(const char* name);
 bool select_profile(const char* name);
 
 // ---- Streams (runtime_streams.cpp) -----------------------------------------------------
-// Appends work to the stream's queue (nullptr / cudaStreamLegacy / cudaStreamPerThread:
-// the default stream, with the legacy default stream's ordering against blocking
-// streams). Returns at once; the stream's worker runs `work` after everything queued
-// before it on that stream. `what` names the work in error messages ("kernel foo").
-// If `work` throws, the exception's message becomes the device's sticky error
-// (set_sticky_error(cudaErrorLaunchFailure, ...)).
+// Appends work to the stream's queue (nullptr / cudaStreamLegacy: the legacy default
+// stream, with its ordering against blocking streams; cudaStreamPerThread: one more
+// blocking stream, shared by all host threads). Returns at once; the stream's worker
+// runs `work` after everything queued before it on that stream. `what` names the work
+// in error messages ("kernel foo"). If `work` throws, the exception's what() becomes
+// the device's sticky error (set_sticky_error(cudaErrorLaunchFailure, ...)); work still
+// queued behind a sticky error is skipped, not run. On failure nothing is queued: the
+// sticky error, cudaErrorInvalidValue (unknown profile) or
+// cudaErrorInvalidResourceHandle (not a live stream; recorded as the last error).
 cudaError_t enqueue(cudaStream_t stream, std::function<void()> work, const char* what);
 
 // ---- Errors (runtime_errors.cpp) -------------------------------------------------------
@@ -72,6 +75,9 @@ void set_sticky_error(cudaError_t e, const std::string& message);
 // The message of the current sticky error, or "" when there is none.
 std::string sticky_error_message();
 // Testing hook: forget the sticky error (a real device would need a new context).
+// Waits first for the queues to drain (work behind the fault is skipped quickly), so
+// nothing queued before the fault runs after it; on a stream worker it only forgets.
+// cudaDeviceReset does the same and also clears the calling thread's last error.
 void clear_sticky_error();
 
 // ---- Memory registry (runtime_memory.cpp) ------------------------------------------
