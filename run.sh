@@ -5,7 +5,7 @@
 #   ./run.sh bench NAME [ARGS] build, then run the benchmark binary bench/NAME
 #   ./run.sh build             configure and build only
 #   ./run.sh test-emulated     build with the emulated CUDA device, run the [cuda] suite on it (two profiles, two orders)
-#   ./run.sh sanitize          emulated-device build under ASan + UBSan (+ float-cast-overflow), then every test
+#   ./run.sh sanitize          CPU-only build under ASan + UBSan (+ float-cast-overflow), then every test
 # Environment: BUILD_DIR (default build), MESON_ARGS (extra `meson setup` arguments, e.g. -Dcuda=disabled).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -127,13 +127,19 @@ case "$cmd" in
     run_emulated_suites "$BUILD_DIR" "$@"
     exit $? ;;
   sanitize)
-    # A separate build with the emulated CUDA device under ASan + UBSan: the CPU suite, and the
-    # [cuda] suite with its kernels running on the emulated device; any sanitizer report fails
-    # the run. Huge requests must come back as null, not abort, so that the library can answer
-    # them with OutOfMemory.
+    # A separate CPU-only build under ASan + UBSan; any sanitizer report fails the run. Huge
+    # requests must come back as null, not abort, so that the library can answer them with
+    # OutOfMemory. (The emulated CUDA device under the sanitizers: SANITIZE_EMULATED=1, which
+    # builds the emulated device instead and runs the [cuda] suite on it as well.)
     BUILD_DIR=${SANITIZE_BUILD_DIR:-build-sanitize}
-    MESON_ARGS="-Dgpu_emulation=true -Dcuda=disabled -Dbench=disabled -Dbuildtype=plain -Db_sanitize=address,undefined
-      -Db_lundef=false ${MESON_ARGS:-}"
+    emulated=${SANITIZE_EMULATED:-0}
+    if [ "$emulated" = 1 ]; then
+      BUILD_DIR=${SANITIZE_BUILD_DIR:-build-sanitize-emulated}
+      MESON_ARGS="-Dgpu_emulation=true -Dcuda=disabled ${MESON_ARGS:-}"
+    else
+      MESON_ARGS="-Dcuda=disabled ${MESON_ARGS:-}"
+    fi
+    MESON_ARGS="$MESON_ARGS -Dbench=disabled -Dbuildtype=plain -Db_sanitize=address,undefined -Db_lundef=false"
     # Read by `meson setup` only. float-cast-overflow is not part of GCC's -fsanitize=undefined;
     # -O1 -g1 keep the build cheap and the reports readable.
     export CXXFLAGS="-O1 -g1 -fsanitize=float-cast-overflow -fno-sanitize-recover=all"
@@ -160,10 +166,12 @@ case "$cmd" in
     meson test -C "$BUILD_DIR" --no-rebuild --print-errorlogs unit readme_example "$@" || status=$?
     grep -hE "All tests passed|test cases:|assertions:|emulated kernels launched" "$BUILD_DIR"/meson-logs/testlog.txt |
       sed 's/^/[catch2, sanitized] /' || true
-    # The [cuda] suite again under the second profile and thread order (the unit run above used
-    # the defaults: sm_90, forward).
-    CIUIC_EMU_PROFILE=sm_86 CIUIC_EMU_ORDER=reverse run_one_emulated "$BUILD_DIR" "sanitized, sm_86, reverse" \
-      '[cuda],[emu]' || status=1
+    # Emulated: the [cuda] suite again under the second profile and thread order (the unit run
+    # above used the defaults: sm_90, forward).
+    if [ "$emulated" = 1 ]; then
+      CIUIC_EMU_PROFILE=sm_86 CIUIC_EMU_ORDER=reverse run_one_emulated "$BUILD_DIR" "sanitized, sm_86, reverse" \
+        '[cuda],[emu]' || status=1
+    fi
     exit $status ;;
   demo)
     configure_and_build
