@@ -33,6 +33,9 @@ std::string backend_unavailable_reason(Backend b) {
   }
 #if defined(CIUIC_WITH_NCCL) && defined(CIUIC_WITH_CUDA)
   return "";
+#elif defined(CIUIC_EMULATED_GPU)
+  return "this build of ciuic runs on the emulated GPU (-Dgpu_emulation=true), which has no NCCL: use "
+         "Backend::gloo, which moves CUDA tensors there, ordered on streams as NCCL orders them";
 #elif defined(CIUIC_WITH_CUDA)
   return "this build of ciuic has no NCCL backend (nccl.h / libnccl were not found next to CUDA or in the "
          "distribution's paths at configure time): install NCCL (libnccl-dev) and reconfigure with -Dnccl=enabled";

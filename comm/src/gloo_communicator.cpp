@@ -1,15 +1,19 @@
-// The Gloo backend: CPU tensors over Gloo's TCP transport.
+// The Gloo backend: CPU tensors over Gloo's TCP transport (and, on the emulated
+// GPU, CUDA tensors ordered on a stream as NCCL orders them: gloo_device.h).
 //
 // Gloo's collectives block the calling thread, so each communicator owns one
 // worker thread that runs them in issue order (the order every rank issues them,
 // which is what makes the ranks' collectives meet); callers get a Work at once.
 // Reductions are ciuic's own element functions, so f16 and bf16 add in f32 and
-// round once, like the CPU ops.
+// round once, like the CPU ops. Once a collective fails (a peer died or timed
+// out), the communicator is broken: later collectives fail without running.
 #include <condition_variable>
 #include <csignal>
 #include <deque>
 #include <functional>
 #include <limits>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <unistd.h>
@@ -27,6 +31,8 @@
 #include "ciuic/autograd.h"
 #include "ciuic/half.h"
 #include "ciuic/ops.h"
+#include "comm_stream.h"
+#include "gloo_device.h"
 #include "work.h"
 
 namespace ciuic::comm::detail {
@@ -140,6 +146,9 @@ class GlooCommunicator : public Communicator {
     worker_ = std::thread([this] { run(); });
   }
 
+  // Runs (or fails) every queued collective first: a Work may outlive the
+  // communicator, and its wait() must find it finished. A device collective's gate
+  // is released whatever happens, so no stream stays held.
   ~GlooCommunicator() override {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -154,13 +163,29 @@ class GlooCommunicator : public Communicator {
   Backend backend() const override { return Backend::gloo; }
   Device device() const override { return Device::cpu(); }
   Milliseconds timeout() const override { return timeout_; }
+  bool accepts(const Device& d) const override {
+#ifdef CIUIC_EMULATED_GPU
+    return d.is_cpu() || d.is_cuda();
+#else
+    return d.is_cpu();
+#endif
+  }
+#ifdef CIUIC_EMULATED_GPU
+  StreamHandle communication_stream(const Device& d) const override {
+    if (!d.is_cuda()) return nullptr;
+    std::lock_guard<std::mutex> lock(streams_mu_);
+    auto& s = streams_[d.index];
+    if (!s) s = std::make_unique<CommStream>(d);
+    return s->handle();
+  }
+#endif
 
   WorkPtr allreduce(Tensor& t, ReduceOp op) override {
-    check_tensor("gloo", "allreduce", t, DeviceType::CPU);
+    check("allreduce", t);
     CIUIC_CHECK(op != ReduceOp::avg || is_floating(t.dtype()), DTypeError, "allreduce",
                 "avg of ", describe(t), "; expected a floating dtype");
-    Tensor buf = t;
-    return enqueue(describe_op("allreduce", t, reduce_op_name(op)), [this, buf, op](std::uint32_t tag) {
+    Tensor buf = host_view(t);
+    return enqueue(describe_op("allreduce", t, reduce_op_name(op)), {t}, [this, buf, op](std::uint32_t tag) {
       if (buf.numel() > 0) {
         gloo::AllreduceOptions o(ctx_);
         with_element(buf.dtype(), [&](auto* ty) {
@@ -180,10 +205,10 @@ class GlooCommunicator : public Communicator {
   }
 
   WorkPtr broadcast(Tensor& t, int root) override {
-    check_tensor("gloo", "broadcast", t, DeviceType::CPU);
+    check("broadcast", t);
     CIUIC_CHECK(root >= 0 && root < size_, ValueError, "broadcast", "root ", root, "; expected 0..", size_ - 1);
-    Tensor buf = t;
-    return enqueue(describe_op("broadcast", t), [this, buf, root](std::uint32_t tag) {
+    Tensor buf = host_view(t);
+    return enqueue(describe_op("broadcast", t), {t}, [this, buf, root](std::uint32_t tag) {
       if (buf.numel() == 0) return;
       gloo::BroadcastOptions o(ctx_);
       with_element(buf.dtype(), [&](auto* ty) {
@@ -198,13 +223,12 @@ class GlooCommunicator : public Communicator {
   }
 
   WorkPtr allgather(const Tensor& in, Tensor& out) override {
-    check_tensor("gloo", "allgather", in, DeviceType::CPU);
-    check_tensor("gloo", "allgather", out, DeviceType::CPU);
+    check("allgather", in, out);
     CIUIC_CHECK(in.dtype() == out.dtype() && out.numel() == in.numel() * size_, ShapeError, "allgather", "input ",
                 describe(in), ", output ", describe(out), "; expected an output of ", in.numel() * size_,
                 " elements (world size ", size_, " x input) of the input's dtype");
-    Tensor a = in, b = out;
-    return enqueue(describe_op("allgather", in), [this, a, b](std::uint32_t tag) {
+    Tensor a = host_view(in), b = host_view(out);
+    return enqueue(describe_op("allgather", in), {in, out}, [this, a, b](std::uint32_t tag) {
       if (a.numel() == 0) return;
       gloo::AllgatherOptions o(ctx_);
       with_element(a.dtype(), [&](auto* ty) {
@@ -221,15 +245,14 @@ class GlooCommunicator : public Communicator {
   // Gloo 0.5 has no new-style reduce-scatter: allreduce a copy, keep this rank's
   // chunk (twice the traffic of a ring reduce-scatter; NCCL calls ncclReduceScatter).
   WorkPtr reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) override {
-    check_tensor("gloo", "reduce_scatter", in, DeviceType::CPU);
-    check_tensor("gloo", "reduce_scatter", out, DeviceType::CPU);
+    check("reduce_scatter", in, out);
     CIUIC_CHECK(in.dtype() == out.dtype() && in.numel() == out.numel() * size_, ShapeError, "reduce_scatter",
                 "input ", describe(in), ", output ", describe(out), "; expected an input of ", out.numel() * size_,
                 " elements (world size ", size_, " x output) of the output's dtype");
     CIUIC_CHECK(op != ReduceOp::avg || is_floating(in.dtype()), DTypeError, "reduce_scatter", "avg of ", describe(in),
                 "; expected a floating dtype");
-    Tensor a = in, b = out;
-    return enqueue(describe_op("reduce_scatter", in, reduce_op_name(op)), [this, a, b, op](std::uint32_t tag) {
+    Tensor a = host_view(in), b = host_view(out);
+    return enqueue(describe_op("reduce_scatter", in, reduce_op_name(op)), {in, out}, [this, a, b, op](std::uint32_t tag) {
       if (b.numel() == 0) return;
       Tensor tmp = a.clone();
       gloo::AllreduceOptions o(ctx_);
@@ -249,7 +272,7 @@ class GlooCommunicator : public Communicator {
   }
 
   WorkPtr barrier() override {
-    return enqueue("barrier", [this](std::uint32_t tag) {
+    return enqueue("barrier", {}, [this](std::uint32_t tag) {
       gloo::BarrierOptions o(ctx_);
       o.setTag(tag);
       o.setTimeout(timeout_);
@@ -260,36 +283,124 @@ class GlooCommunicator : public Communicator {
  private:
   struct Task {
     std::shared_ptr<ThreadWork> work;
-    std::function<void(std::uint32_t)> fn;
-    std::uint32_t tag;
+    std::function<void(std::uint32_t)> fn;  // works on host memory (host_view)
+    std::uint32_t tag = 0;
+    std::shared_ptr<StreamGate> gate;  // device collectives: where their stream waits
+    StreamHandle stream = nullptr;     // device collectives: the stream the gate is on
+    std::vector<Tensor> keep;          // the collective's tensors: fn's host views may not own their memory
   };
 
-  WorkPtr enqueue(std::string description, std::function<void(std::uint32_t)> fn) {
-    auto w = std::make_shared<ThreadWork>(description + " on rank " + std::to_string(rank_) + " of " +
-                                          std::to_string(size_) + " (gloo)");
+  // A tensor handed to a collective: a contiguous CPU tensor; on the emulated GPU, a
+  // CUDA tensor as well (its memory is host memory; see gloo_device.h).
+  void check(const char* op, const Tensor& t) const {
+#ifdef CIUIC_EMULATED_GPU
+    check_tensor("gloo", op, t, t.defined() && t.device().is_cuda() ? DeviceType::CUDA : DeviceType::CPU);
+#else
+    CIUIC_CHECK(!t.defined() || t.device().is_cpu(), DeviceError, op, describe(t), " given to the gloo backend, "
+                "which moves host memory only; expected a CPU tensor (Backend::nccl moves CUDA tensors)");
+    check_tensor("gloo", op, t, DeviceType::CPU);
+#endif
+  }
+  void check(const char* op, const Tensor& in, const Tensor& out) const {
+    check(op, in);
+    check(op, out);
+    CIUIC_CHECK(in.device() == out.device(), DeviceError, op, "input ", describe(in), ", output ", describe(out),
+                "; expected both on one device");
+  }
+
+  std::string full_description(const std::string& d) const {
+    return d + " on rank " + std::to_string(rank_) + " of " + std::to_string(size_) + " (gloo)";
+  }
+
+  // Queues fn for the worker; `tensors` are the collective's (empty for a barrier).
+  WorkPtr enqueue(const std::string& description, std::vector<Tensor> tensors, std::function<void(std::uint32_t)> fn) {
+#ifdef CIUIC_EMULATED_GPU
+    if (!tensors.empty() && tensors.front().device().is_cuda())
+      return enqueue_on_stream(full_description(description), std::move(tensors), std::move(fn));
+#endif
+    auto w = std::make_shared<ThreadWork>(full_description(description));
+    push(Task{w, std::move(fn), 0, nullptr, nullptr, std::move(tensors)});
+    return w;
+  }
+
+  void push(Task task) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       CIUIC_COMM_CHECK(!stop_, CommError, "gloo", "communicator is shutting down");
-      queue_.push_back({w, std::move(fn), next_tag_++});
+      task.tag = next_tag_++;
+      queue_.push_back(std::move(task));
     }
     cv_.notify_one();
+  }
+
+#ifdef CIUIC_EMULATED_GPU
+  // Steps 1-4 of gloo_device.h. One issuer at a time: the gates must sit on the
+  // stream in the order their tasks sit in the worker's queue, or the worker would
+  // wait for a gate that is queued behind a later one.
+  WorkPtr enqueue_on_stream(std::string what, std::vector<Tensor> tensors, std::function<void(std::uint32_t)> fn) {
+    std::lock_guard<std::mutex> issue(issue_mu_);
+    {
+      // As NCCL's async error: a device collective on a broken communicator is refused
+      // at once (its Work's wait() would not block to report it).
+      std::lock_guard<std::mutex> lock(mu_);
+      CIUIC_COMM_CHECK(!stop_, CommError, "gloo", "communicator is shutting down");
+      CIUIC_COMM_CHECK(!broken_, CommError, "gloo", what, ": not issued, an earlier collective failed (",
+                       broken_reason_, ")");
+    }
+    const Device dev = tensors.front().device();
+    DeviceGuard guard(dev);
+    StreamHandle cs = communication_stream(dev);
+    Event ready(dev);
+    ready.record(current_stream(dev));
+    ready.wait_on(cs);
+    for (const Tensor& t : tensors)
+      if (t.numel() > 0 && t.storage()->allocator) t.storage()->allocator->record_stream(t.storage()->data, cs);
+    auto w = std::make_shared<DeviceWork>(what, dev);
+    auto gate = std::make_shared<StreamGate>();
+    hold_stream_at_gate(cs, gate);
+    try {
+      w->end().record(cs);
+      push(Task{w, std::move(fn), 0, gate, cs, std::move(tensors)});
+    } catch (...) {
+      gate->release();  // never reaches the worker: let the stream go on
+      throw;
+    }
     return w;
+  }
+#endif
+
+  void set_broken(const std::string& reason) {
+    std::lock_guard<std::mutex> lock(mu_);
+    broken_ = true;
+    broken_reason_ = reason;
   }
 
   void run() {
     for (;;) {
       Task task;
+      bool broken = false;
+      std::string broken_reason;
       {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
         if (queue_.empty()) return;
         task = std::move(queue_.front());
         queue_.pop_front();
+        broken = broken_;
+        broken_reason = broken_reason_;
       }
+      GateRelease release{task.gate.get()};  // after finish() below, whatever happens
       std::exception_ptr err;
-      if (broken_) {
+      StreamWait at_gate;
+      if (broken) {
         err = std::make_exception_ptr(CommError(task.work->description() + ": not run, an earlier collective failed (" +
-                                                broken_reason_ + ")"));
+                                                broken_reason + ")"));
+      } else if (task.gate && !(at_gate = await_stream(*task.gate, task.stream, timeout_)).reached) {
+        // This rank cannot take part: its peers will time out, and the ranks' sequences
+        // of collectives no longer match.
+        std::string full = task.work->description() + " did not start: " + at_gate.why;
+        set_broken(full);
+        err = at_gate.timed_out ? std::make_exception_ptr(CommTimeout(full)) : std::make_exception_ptr(CommError(full));
       } else {
         try {
           task.work->started();
@@ -299,11 +410,10 @@ class GlooCommunicator : public Communicator {
         } catch (const std::exception& e) {
           std::string msg = e.what();
           bool timed_out = msg.find("imed out") != std::string::npos || msg.find("imeout") != std::string::npos;
-          broken_ = true;
-          broken_reason_ = msg;
           std::string full = task.work->description() + " failed: " + msg +
                              (timed_out ? "; a peer rank did not take part within the timeout (stuck or dead)"
                                         : "; a peer rank died or closed its connection");
+          set_broken(full);
           err = timed_out ? std::make_exception_ptr(CommTimeout(full)) : std::make_exception_ptr(CommError(full));
         }
       }
@@ -314,14 +424,19 @@ class GlooCommunicator : public Communicator {
   int rank_, size_;
   Milliseconds timeout_;
   std::shared_ptr<gloo::Context> ctx_;
-  std::mutex mu_;
+  std::mutex mu_;  // guards the queue, stop_, next_tag_ and broken_
   std::condition_variable cv_;
   std::deque<Task> queue_;
   bool stop_ = false;
   std::uint32_t next_tag_ = 1;
-  bool broken_ = false;  // worker thread only
+  bool broken_ = false;  // set by the worker after a collective failed; later ones are not run
   std::string broken_reason_;
-  std::thread worker_;
+#ifdef CIUIC_EMULATED_GPU
+  std::mutex issue_mu_;  // device collectives: queue order == stream order
+  mutable std::mutex streams_mu_;
+  mutable std::map<int, std::unique_ptr<CommStream>> streams_;  // by device index, made on first use
+#endif
+  std::thread worker_;  // last: started after everything it uses, joined before it goes
 };
 
 }  // namespace

@@ -146,32 +146,34 @@ struct BucketedReducer::State {
       for (const Tensor& o : *outputs) any = any || (o.defined() && o.requires_grad());
       if (!any) return;
     }
-    if (armed && hook_count == 0) {
-      // A second forward before any backward: let collectives already started for
-      // unused parameters finish (every rank started the same ones), then start over.
-      for (auto& b : buckets)
-        if (b.work) b.work->wait();
-      armed = false;
-    }
+    // A second forward before any backward starts over; the collectives already
+    // started for unused parameters (every rank started the same ones) are retired below.
+    if (armed && hook_count == 0) armed = false;
     if (armed && ready_count > 0) {
       std::vector<std::string> missing;
       for (std::size_t i = 0; i < params.size(); ++i)
         if (!marked[i]) missing.push_back(params[i].name);
       armed = false;
+      // The buckets it launched may still be in flight: retire them before anyone
+      // (the next backward, zero_grad, the optimizer) touches bucket memory again.
+      const std::string failed = retire_in_flight();
       ::ciuic::detail::fail<ValueError>(
           "BucketedReducer", "the previous iteration did not finish: no gradient reached ", join_names(missing),
           " in its backward, so their buckets were never reduced; expected every parameter to take part in the "
-          "loss, or ReducerOptions().find_unused_parameters(true) for models that skip some");
+          "loss, or ReducerOptions().find_unused_parameters(true) for models that skip some",
+          failed.empty() ? "" : "; besides, a collective that iteration started failed: ", failed);
     }
+    // Collectives left by an iteration that ended in an error (a failed wait in
+    // finalize, an exception in a hook) are retired before their buckets are reused.
+    const std::string failed = retire_in_flight();
+    CIUIC_COMM_CHECK(failed.empty(), CommError, "BucketedReducer", "a collective of the previous iteration failed: ",
+                     failed);
     std::fill(marked.begin(), marked.end(), 0);
     std::fill(locally_used.begin(), locally_used.end(), 0);
     ready_count = 0;
     hook_count = 0;
     next_bucket = 0;
-    for (auto& b : buckets) {
-      b.pending = static_cast<int>(b.params.size());
-      b.work.reset();
-    }
+    for (auto& b : buckets) b.pending = static_cast<int>(b.params.size());
     record_order = opts.rebuild_buckets_ && !rebuilt && iterations == 0;
     ready_order.clear();
     std::vector<int> unused;
@@ -194,6 +196,25 @@ struct BucketedReducer::State {
     }
     armed = true;
     for (int i : unused) mark(i, /*used=*/false);
+  }
+
+  // Waits for every collective still in flight on a bucket and forgets it. The Gloo
+  // worker (or the communication stream) may still be reading and writing the
+  // bucket; after this, the host owns CPU buckets again, and later work on the
+  // current stream is ordered after the collectives on CUDA buckets. Every Work is
+  // waited for even when one fails; returns the first failure's message ("" if none).
+  std::string retire_in_flight() {
+    std::string first_error;
+    for (auto& b : buckets) {
+      if (!b.work) continue;
+      try {
+        b.work->wait();
+      } catch (const std::exception& e) {
+        if (first_error.empty()) first_error = e.what();
+      }
+      b.work.reset();
+    }
+    return first_error;
   }
 
   // Which parameters the outputs' graph reaches (a walk over the tape's edges).
@@ -378,9 +399,9 @@ BucketedReducer::BucketedReducer(std::shared_ptr<nn::Module> module, Communicato
   NoGradGuard ng;
   auto named = module_->named_parameters();
   for (const auto& [name, t] : named.items()) {
-    CIUIC_CHECK(t.device().type == comm_->device().type, DeviceError, "BucketedReducer", "parameter '", name, "' is ",
-                describe(t), " but the ", backend_name(comm_->backend()), " communicator moves ",
-                comm_->device().is_cpu() ? "CPU" : "CUDA", " tensors; expected ",
+    CIUIC_CHECK(comm_->accepts(t.device()), DeviceError, "BucketedReducer", "parameter '", name, "' is ",
+                describe(t), " but the ", backend_name(comm_->backend()), " communicator does not move tensors on ",
+                t.device(), "; expected ",
                 t.device().is_cpu() ? "Backend::gloo for CPU models" : "Backend::nccl for CUDA models");
     if (!t.requires_grad()) continue;
     State::Param p;

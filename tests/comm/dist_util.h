@@ -10,6 +10,7 @@
 #include <ciuic/ciuic.h>
 #include <ciuic/comm/comm.h>
 
+#include "device_under_test.h"
 #include "test_util.h"
 
 namespace dist {
@@ -36,9 +37,24 @@ inline ciuic::comm::Communicator& world() {
   return *c;
 }
 
-// Rows [rank * per, (rank + 1) * per) of x.
+// Where the [dist] tests put models and data: the device under test when the Gloo
+// communicator moves its tensors (the CPU; in a build on the emulated GPU, that GPU,
+// whose memory is host memory: the reducer's stream-ordered CUDA path then runs
+// with Gloo underneath, each stream on its own thread), else the CPU (Gloo refuses
+// a real GPU's memory; test_nccl.cpp covers NCCL).
+inline ciuic::Device dev() {
+  static const ciuic::Device d = world().accepts(ciuic::test::dut()) ? ciuic::test::dut() : ciuic::Device::cpu();
+  return d;
+}
+
+// A copy of t on dev() (never t itself, so the reference keeps its own data).
+inline ciuic::Tensor on_dev(const ciuic::Tensor& t) {
+  return t.device() == dev() ? t.detach().clone() : t.detach().to(dev());
+}
+
+// Rows [rank * per, (rank + 1) * per) of x, on dev().
 inline ciuic::Tensor shard(const ciuic::Tensor& x, int rank, std::int64_t per) {
-  return x.narrow(0, rank * per, per).contiguous();
+  return on_dev(x.narrow(0, rank * per, per).contiguous());
 }
 
 // True on every rank when every rank's t is bit-identical to rank 0's.

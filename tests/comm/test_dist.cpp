@@ -1,6 +1,8 @@
 // [comm][dist] tests: run as 2, 3 or 4 ranks under ciuic-launch (tests/meson.build).
 // Every test compares with a single process computing on the concatenated batch,
-// which each rank computes itself from the same seed.
+// which each rank computes itself from the same seed, on the CPU. The distributed
+// models and data live on dist::dev(): the device under test where Gloo moves its
+// memory (the emulated GPU), so the reducer's stream-ordered path runs there.
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -88,8 +90,9 @@ TEST_CASE("Seed loop: every rank ends with the parameters of one process on the 
   const int rank = w.rank(), world = w.size();
   manual_seed(100 + rank);  // different initial weights: the reducer must broadcast rank 0's
   auto model = std::make_shared<ToyModel>();
+  model->to(dist::dev());
   BucketedReducer ddp(model, dist::new_comm("seed"));
-  auto ref = copy_of(*model);  // rank 0's weights, after the broadcast
+  auto ref = copy_of(*model);  // rank 0's weights, after the broadcast, on the CPU
 
   Generator gen(42);
   const std::int64_t per = 20;
@@ -118,42 +121,44 @@ TEST_CASE("Seed loop: every rank ends with the parameters of one process on the 
 TEST_CASE("Collectives: allreduce (sum, avg, max, min) across dtypes, broadcast, allgather, reduce_scatter, barrier", "[comm][dist]") {
   auto& c = dist::world();
   const int r = c.rank(), n = c.size();
-  Tensor f = from_vector<float>({1.0f * r, 2.0f, -1.0f * r}, {3});
+  const Device dev = dist::dev();
+  const auto on = [&](DType dt) { return TensorOptions(dt).device(dev); };
+  Tensor f = from_vector<float>({1.0f * r, 2.0f, -1.0f * r}, {3}).to(dev);
   c.allreduce(f)->wait();
   double s = n * (n - 1) / 2.0;
   CHECK(f.to_vector<double>() == std::vector<double>{s, 2.0 * n, -s});
-  Tensor d = full({5}, r + 1.0, DType::f64);
+  Tensor d = full({5}, r + 1.0, on(DType::f64));
   c.allreduce(d, ReduceOp::avg)->wait();
   CHECK(d.to_vector<double>()[4] == Approx((n + 1) / 2.0));
-  Tensor h = full({7}, 0.5 * (r + 1), DType::f16);
+  Tensor h = full({7}, 0.5 * (r + 1), on(DType::f16));
   c.allreduce(h, ReduceOp::max)->wait();
   CHECK(h.to_vector<float>()[6] == 0.5f * n);
-  Tensor bf = full({2}, r + 1.0, DType::bf16);
+  Tensor bf = full({2}, r + 1.0, on(DType::bf16));
   c.allreduce(bf, ReduceOp::min)->wait();
   CHECK(bf.to_vector<float>()[0] == 1.0f);
-  Tensor i = full({3}, r, DType::i64);
+  Tensor i = full({3}, r, on(DType::i64));
   c.allreduce(i)->wait();
   CHECK(i.to_vector<std::int64_t>()[0] == static_cast<std::int64_t>(s));
 
-  Tensor b = full({4}, r == 0 ? 7.0 : -1.0, DType::i32);
+  Tensor b = full({4}, r == 0 ? 7.0 : -1.0, on(DType::i32));
   auto wb = c.broadcast(b, 0);
-  wb->wait();
-  CHECK(wb->is_completed());
+  wb->wait(std::chrono::seconds(30));  // a host wait: complete afterwards on every device (wait() alone orders
+  CHECK(wb->is_completed());           // the current stream on CUDA tensors, as NCCL's does, without blocking)
   CHECK(b.to_vector<std::int32_t>() == std::vector<std::int32_t>(4, 7));
 
-  Tensor in = full({2}, r, DType::f32), out = zeros({2 * n});
+  Tensor in = full({2}, r, on(DType::f32)), out = zeros({2 * n}, on(DType::f32));
   c.allgather(in, out)->wait();
   auto g = out.to_vector<float>();
   for (int k = 0; k < n; ++k) CHECK((g[2 * k] == k && g[2 * k + 1] == k));
 
-  Tensor rs_in = arange(0, 3.0 * n, 1.0, DType::f32), rs_out = zeros({3});
+  Tensor rs_in = arange(0, 3.0 * n, 1.0, DType::f32).to(dev), rs_out = zeros({3}, on(DType::f32));
   c.reduce_scatter(rs_in, rs_out, ReduceOp::avg)->wait();
   CHECK(rs_out.to_vector<float>() == std::vector<float>{3.0f * r, 3.0f * r + 1, 3.0f * r + 2});
   // Several in flight at once, completed in order.
   std::vector<Tensor> ts;
   std::vector<WorkPtr> ws;
   for (int k = 0; k < 8; ++k) {
-    ts.push_back(full({1000}, k + r, DType::f32));
+    ts.push_back(full({1000}, k + r, on(DType::f32)));
     ws.push_back(c.allreduce(ts.back()));
   }
   for (int k = 0; k < 8; ++k) {
@@ -170,6 +175,7 @@ TEST_CASE("Reducer: gradients equal one process on the concatenated batch; bucke
   auto model = std::make_shared<Deep>();
   model->reversed = true;  // forward uses fc3, fc2, fc1, fc0: gradients become ready fc0 first
   model->use_extra = true;
+  model->to(dist::dev());
   // 24x24 f32 weights are 2304 B, biases 96 B: first bucket cap 2 KiB, then 5 KiB.
   BucketedReducer ddp(model, dist::new_comm("grads"),
                       ReducerOptions().first_bucket_cap_bytes(2048).bucket_cap_bytes(5000));
@@ -227,7 +233,7 @@ TEST_CASE("Reducer: gradients equal one process on the concatenated batch; bucke
       for (auto& b : re)
         for (auto& nme : b) flat += nme + ",";
       Tensor bytes = from_vector<std::uint8_t>(std::vector<std::uint8_t>(flat.begin(), flat.end()),
-                                               {static_cast<std::int64_t>(flat.size())}, DType::u8);
+                                               {static_cast<std::int64_t>(flat.size())}, DType::u8).to(dist::dev());
       CHECK(dist::same_on_every_rank(w, bytes));
     }
     // The gradient is a view into its bucket: the optimizer sees the averaged values.
@@ -253,6 +259,7 @@ TEST_CASE("Reducer: no_sync accumulation equals one big batch", "[comm][dist]") 
   manual_seed(11);
   auto model = std::make_shared<Deep>(16);
   model->use_extra = true;
+  model->to(dist::dev());  // before the reducer: its buckets live where the parameters do
   BucketedReducer ddp(model, dist::new_comm("nosync"), ReducerOptions().first_bucket_cap_bytes(512));
   auto ref = std::make_shared<Deep>(16);
   ref->load_state_dict(model->state_dict());
@@ -282,10 +289,12 @@ TEST_CASE("Reducer: unused parameters are an error naming them, or found and red
   manual_seed(12);
   Generator gen(9);
   Tensor x = randn({2 * world, 24}, {}, &gen), y = randn({2 * world, 24}, {}, &gen);
+  const Tensor xd = dist::on_dev(x);
   {
     auto model = std::make_shared<Deep>();
+    model->to(dist::dev());
     BucketedReducer ddp(model, dist::new_comm("unused1"));
-    CHECK_THROWS_WITH_ALL(ddp.forward(x), ValueError, "extra.weight", "extra.bias", "find_unused_parameters");
+    CHECK_THROWS_WITH_ALL(ddp.forward(xd), ValueError, "extra.weight", "extra.bias", "find_unused_parameters");
   }
   {
     // Rank 0 uses the extra branch, the others do not; fc3 is unused on every rank.
@@ -299,9 +308,10 @@ TEST_CASE("Reducer: unused parameters are an error naming them, or found and red
     };
     auto model = std::make_shared<Partial>();
     model->use_extra = rank == 0;
-    BucketedReducer ddp(model, dist::new_comm("unused2"), ReducerOptions().find_unused_parameters().first_bucket_cap_bytes(256));
     auto ref = std::make_shared<Partial>();
     ref->load_state_dict(model->state_dict());
+    model->to(dist::dev());
+    BucketedReducer ddp(model, dist::new_comm("unused2"), ReducerOptions().find_unused_parameters().first_bucket_cap_bytes(256));
     for (int step = 0; step < 2; ++step) {
       model->zero_grad();
       mse_loss(ddp.forward(dist::shard(x, rank, 2)), dist::shard(y, rank, 2)).backward();
@@ -310,7 +320,7 @@ TEST_CASE("Reducer: unused parameters are an error naming them, or found and red
       Tensor total = zeros({});
       for (int r = 0; r < world; ++r) {
         ref->use_extra = r == 0;
-        total = total + mse_loss(ref->forward(dist::shard(x, r, 2)), dist::shard(y, r, 2));
+        total = total + mse_loss(ref->forward(x.narrow(0, 2 * r, 2)), y.narrow(0, 2 * r, 2));  // on the CPU
       }
       (total / static_cast<double>(world)).backward();
       check_grads_match(*model, grads_of(*ref), 1e-5, 1e-7);
@@ -321,11 +331,12 @@ TEST_CASE("Reducer: unused parameters are an error naming them, or found and red
   {
     // One forward, two backward passes: the second marks fc0 ready again.
     auto model = std::make_shared<Deep>();
+    model->to(dist::dev());
     BucketedReducer ddp(model, dist::new_comm("twice"), ReducerOptions().find_unused_parameters());
     model->use_extra = true;
-    Tensor out = model->forward(x);
+    Tensor out = model->forward(xd);
     ddp.prepare_for_backward({out});
-    Tensor part = mean(model->fc[0]->forward(x));  // uses fc0 only
+    Tensor part = mean(model->fc[0]->forward(xd));  // uses fc0 only
     part.backward({}, true);
     CHECK_THROWS_WITH_ALL(part.backward(), AutogradError, "'fc0.weight'", "marked ready twice");
   }
@@ -355,8 +366,9 @@ TEST_CASE("Reducer: checkpoint segments give the same reduced gradients", "[comm
   auto model = std::make_shared<Deep>();
   model->checkpointed = true;
   model->use_extra = true;
+  model->to(dist::dev());
   BucketedReducer ddp(model, dist::new_comm("ckpt"), ReducerOptions().first_bucket_cap_bytes(1024).bucket_cap_bytes(3000));
-  auto ref = copy_of(*model);  // no checkpointing
+  auto ref = copy_of(*model);  // no checkpointing, on the CPU
   ref->use_extra = true;
   Generator gen(4);
   for (int step = 0; step < 2; ++step) {
@@ -374,6 +386,7 @@ TEST_CASE("Reducer: FP16 compression and the loss scaler skip steps together", "
   const int rank = w.rank(), world = w.size();
   manual_seed(31);
   auto model = std::make_shared<ToyModel>();
+  model->to(dist::dev());
   BucketedReducer ddp(model, dist::new_comm("fp16"), ReducerOptions().fp16_compression());
   auto ref = copy_of(*model);
   Generator gen(8);
@@ -414,7 +427,7 @@ TEST_CASE("Reducer: an f16 model with master weights and the loss scaler stays i
   const int rank = w.rank(), world = w.size();
   manual_seed(41 + rank);
   auto model = std::make_shared<ToyModel>();
-  model->to(DType::f16);
+  model->to(dist::dev(), DType::f16);
   BucketedReducer ddp(model, dist::new_comm("f16model"));
   CHECK(ddp.bucket_bytes().front() % 2 == 0);
   optim::SGD opt(model->parameters(), optim::SGDOptions(0.05));
@@ -455,7 +468,7 @@ TEST_CASE("File-store rendezvous: a Gloo communicator over a shared directory", 
   std::string dir = store->get_string("fs_dir");
   auto fs = std::make_shared<FileStore>(dir, std::chrono::seconds(30));
   auto c = make_communicator(Backend::gloo, fs, rank, n);
-  Tensor t = full({4}, rank + 1.0);
+  Tensor t = full({4}, rank + 1.0, TensorOptions().device(dist::dev()));
   c->allreduce(t)->wait();
   CHECK(t.to_vector<double>()[3] == n * (n + 1) / 2.0);
   w.barrier()->wait();
@@ -465,7 +478,8 @@ TEST_CASE("File-store rendezvous: a Gloo communicator over a shared directory", 
 TEST_CASE("init_process_group twice in one job: the second group shares the store under its own prefix", "[comm][dist]") {
   auto a = init_process_group(Backend::gloo, InitOptions());
   auto b = init_process_group(Backend::gloo, InitOptions());
-  Tensor x = full({3}, a->rank() + 1.0), y = full({3}, 2.0 * (b->rank() + 1));
+  const TensorOptions on = TensorOptions().device(dist::dev());
+  Tensor x = full({3}, a->rank() + 1.0, on), y = full({3}, 2.0 * (b->rank() + 1), on);
   auto wa = a->allreduce(x);
   auto wb = b->allreduce(y);
   wa->wait();
@@ -480,6 +494,7 @@ TEST_CASE("Reducer: a no-grad forward prepares nothing; a second forward before 
   const int rank = w.rank(), world = w.size();
   manual_seed(51);
   auto model = std::make_shared<Deep>();  // extra unused
+  model->to(dist::dev());
   BucketedReducer ddp(model, dist::new_comm("evalfwd"), ReducerOptions().find_unused_parameters().first_bucket_cap_bytes(256));
   auto ref = copy_of(*model);
   Generator gen(13);
@@ -491,7 +506,7 @@ TEST_CASE("Reducer: a no-grad forward prepares nothing; a second forward before 
   auto before = grads_of(*model);
   {
     NoGradGuard ng;  // evaluation: no collectives, gradients untouched
-    ddp.forward(x);
+    ddp.forward(dist::on_dev(x));
   }
   check_grads_match(*model, before, 0, 0);
   check_grads_match(*model, grads_of(*ref), 1e-5, 1e-7);

@@ -4,10 +4,14 @@
 // the order it was issued (the same order on every rank; a collective issued in a
 // different order on two ranks deadlocks until the timeout). Backends:
 //   - Gloo (CPU tensors): TCP between the ranks; one worker thread per
-//     communicator runs the collectives in issue order.
+//     communicator runs the collectives in issue order. In a build on the emulated
+//     GPU (CIUIC_EMULATED_GPU), whose device memory is host memory, Gloo also takes
+//     CUDA tensors and orders them on a stream exactly as NCCL does (below).
 //   - NCCL (CUDA tensors): the collectives run on the communicator's own stream,
 //     which first waits (an event) for the work already queued on the tensor's
 //     current stream; Work::wait() makes the current stream wait for the result.
+// A communicator's stream is its own: never one of Stream::create's pool, so a
+// user's side stream can never be the stream communication runs on.
 // The bucketed reducer (reducer.h) sees only this interface.
 //
 // Tensors are reduced in place and must stay alive and unchanged until wait()
@@ -22,6 +26,7 @@
 #include <vector>
 
 #include "ciuic/error.h"
+#include "ciuic/stream.h"
 #include "ciuic/tensor.h"
 
 namespace ciuic::comm {
@@ -64,7 +69,10 @@ struct WorkTimes {
   bool valid = false;
 };
 
-// The handle of one asynchronous collective.
+// The handle of one asynchronous collective. It owns what it needs (never a raw
+// pointer to its communicator): a Work may outlive the communicator that made it, and
+// wait() / is_completed() on it stay safe (a collective still queued when its
+// communicator is destroyed runs or fails first: destruction drains the queue).
 class Work {
  public:
   // After completion: when the collective started and finished running.
@@ -72,10 +80,13 @@ class Work {
   virtual ~Work() = default;
   // True once the collective has finished (successfully or not); never blocks.
   virtual bool is_completed() = 0;
-  // Blocks until the collective finishes and rethrows its error (CommError). With
-  // a timeout (> 0), throws CommTimeout naming the op when it has not finished by
-  // then (the collective itself keeps its own backend timeout). NCCL: the host
-  // returns once the result is ordered before later work on the current stream.
+  // CPU tensors: blocks until the collective finishes and rethrows its error
+  // (CommError). With a timeout (> 0), throws CommTimeout naming the op when it has
+  // not finished by then (the collective itself keeps its own backend timeout).
+  // CUDA tensors (NCCL, Gloo on the emulated GPU): without a timeout the host does
+  // not block: wait() returns once the result is ordered before later work on the
+  // current stream (it throws at once if the collective has already failed); with a
+  // timeout the host waits for the collective and reports its failure, as above.
   virtual void wait(Milliseconds timeout = Milliseconds(0)) = 0;
   // The collective, for messages: "allreduce(sum) f32[1024] on cpu".
   virtual const std::string& description() const = 0;
@@ -89,8 +100,19 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual Backend backend() const = 0;
-  // The device type this communicator moves (CPU for Gloo, CUDA for NCCL).
+  // Where this communicator's own small tensors live (CPU for Gloo, its GPU for
+  // NCCL): the reducer puts its control messages there.
   virtual Device device() const = 0;
+  // Whether collectives take tensors on d: the device type of device() (Gloo also
+  // takes CUDA tensors on the emulated GPU).
+  virtual bool accepts(const Device& d) const { return d.type == device().type; }
+  // The stream that collectives on tensors of d run on: dedicated to this
+  // communicator while it lives, never a stream of Stream::create's pool (nullptr
+  // for CPU tensors, which run on the host). May create it (a CUDA device).
+  virtual StreamHandle communication_stream(const Device& d) const {
+    (void)d;
+    return nullptr;
+  }
   // The timeout of every collective (set at construction).
   virtual Milliseconds timeout() const = 0;
 

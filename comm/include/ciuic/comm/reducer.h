@@ -32,6 +32,16 @@
 //   accumulation); the first backward after it reduces the accumulated sum.
 //   A forward without a graph (NoGradGuard, evaluation) prepares nothing; a second
 //   forward before any backward starts the iteration over.
+// - A backward that left some parameter without a gradient is a ValueError naming
+//   them at the next forward. The collectives that iteration started are waited for
+//   first (on CUDA buckets: the current stream is ordered after them), so no later
+//   write to a bucket races a collective still reading or writing it.
+// - Devices: parameters may live on any device the communicator accepts
+//   (Communicator::accepts: CPU for Gloo, the GPU for NCCL, and the emulated GPU
+//   for Gloo in emulated builds). On CUDA buckets every bucket operation is
+//   stream-ordered: a bucket's collective starts after the work queued before it on
+//   the current stream, and backward() returns once every bucket's result is
+//   ordered before later work on that stream (the host does not wait for it).
 // - find_unused_parameters: forward() finds the parameters its output does not
 //   depend on and marks them ready at once (zero gradient); parameters unused on
 //   every rank keep an undefined .grad, so optimizers skip them. Without it, such
