@@ -55,6 +55,11 @@ inline bool dut_is_emulated() {
 // A real GPU: GPU-scale problem sizes.
 inline bool dut_is_real_gpu() { return dut_is_gpu() && !dut_is_emulated(); }
 
+// The tests' "large" odd size: 1000003 elements (thousands of blocks and a vector tail) on a
+// GPU and the CPU; 100003 on the emulated device, where a million-thread launch costs seconds
+// (still hundreds of blocks, a multi-block reduction and the same tail).
+inline std::int64_t large_n() { return dut_is_emulated() ? 100003 : 1000003; }
+
 // Options for a tensor on the device under test.
 inline TensorOptions on_dut(DType dt) { return TensorOptions(dt).device(dut()); }
 

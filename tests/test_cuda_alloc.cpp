@@ -134,8 +134,10 @@ TEST_CASE("cuda alloc: reuse, stats and empty_cache", "[cuda]") {
   Allocator& a = cuda_allocator(0);
   CHECK(&allocator_for(Device::cuda(0)) == &a);
   CHECK(a.device() == Device::cuda(0));
-  // A fresh stream: its blocks come from segments no other test shares.
+  // Streams come from a pool that earlier tests used too: release every cached segment, so
+  // that this stream's first block needs a new one.
   Stream s = Stream::create();
+  a.empty_cache();
   const AllocatorStats s0 = a.stats();
 
   void* p = a.allocate(1000, s.handle());

@@ -27,6 +27,7 @@
 using namespace ciuic;
 using namespace ciuic::kernels;
 using ciuic::test::dut;
+using ciuic::test::large_n;
 using ciuic::test::dut_is_gpu;
 
 namespace {
@@ -653,7 +654,7 @@ TEST_CASE("cast_contiguous: every f32/f16/bf16 pair, vector and scalar paths, vs
   const DType types[] = {DType::f32, DType::f16, DType::bf16};
   for (DType from : types)
     for (DType to : types)
-      for (std::int64_t n : {0, 1, 7, 8, 9, 33, 1000003})
+      for (std::int64_t n : std::vector<std::int64_t>{0, 1, 7, 8, 9, 33, large_n()})
         for (std::int64_t offset : {0, 1}) {  // offset 1 element: misaligned, all scalar
           INFO(dtype_name(from) << " -> " << dtype_name(to) << " n=" << n << " offset " << offset);
           Tensor src = gpu_uniform({n + 1}, from, -70000, 70000, 5000 + static_cast<std::uint64_t>(n));

@@ -361,6 +361,8 @@ __global__ void __launch_bounds__(kThreads) dq_simt_kernel(Args a) {
     __syncthreads();
     const bool masked = tile_needs_mask(qt, kt, kSimtRows, kSimtCols, a.Tq, a.Tk, a.causal);
     const std::int64_t j = k0 + lane;
+    // Keys past Tk have ds = 0: the dS.K loop stops at the last real key (uniform over the warp).
+    const int live_keys = static_cast<int>(a.Tk - k0 < kSimtCols ? a.Tk - k0 : kSimtCols);
 #pragma unroll
     for (int r = 0; r < kSimtRowsPerWarp; ++r) {
       const int rr = warp * kSimtRowsPerWarp + r;
@@ -371,7 +373,7 @@ __global__ void __launch_bounds__(kThreads) dq_simt_kernel(Args a) {
       const bool live = !masked || score_live(i, j, a.Tq, a.Tk, a.causal);
       const float p = live ? recompute_p(s * a.c, lse[r]) : 0.0f;
       const float ds = grad_score(p, dp * drop_factor(a, bh, i, j), delta[r]);
-      for (int jj = 0; jj < kSimtCols; ++jj) {
+      for (int jj = 0; jj < live_keys; ++jj) {
         const float dsj = __shfl_sync(0xffffffffu, ds, jj);
 #pragma unroll
         for (int e = 0; e < kChunks; ++e)
@@ -438,6 +440,9 @@ __global__ void __launch_bounds__(kThreads) dkdv_simt_kernel(Args a) {
     __syncthreads();
     const bool masked = tile_needs_mask(qt, kt, kSimtCols, kSimtRows, a.Tq, a.Tk, a.causal);
     const std::int64_t i = q0 + lane;
+    // Queries past Tq have p = ds = 0: the dV and dK loops stop at the last real query (uniform
+    // over the warp).
+    const int live_queries = static_cast<int>(a.Tq - q0 < kSimtCols ? a.Tq - q0 : kSimtCols);
 #pragma unroll
     for (int r = 0; r < kSimtRowsPerWarp; ++r) {
       const int rr = warp * kSimtRowsPerWarp + r;
@@ -449,7 +454,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_simt_kernel(Args a) {
       const float p = live ? recompute_p(s * a.c, lse_s[lane]) : 0.0f;
       const float f = drop_factor(a, bh, i, j);
       const float pd = p * f, ds = grad_score(p, dp * f, delta_s[lane]);
-      for (int ii = 0; ii < kSimtCols; ++ii) {
+      for (int ii = 0; ii < live_queries; ++ii) {
         const float pdi = __shfl_sync(0xffffffffu, pd, ii), dsi = __shfl_sync(0xffffffffu, ds, ii);
 #pragma unroll
         for (int e = 0; e < kChunks; ++e) {

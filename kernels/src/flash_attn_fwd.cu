@@ -273,6 +273,9 @@ __global__ void __launch_bounds__(kThreads) fwd_simt_kernel(Args a) {
     __syncthreads();
     const bool masked = tile_needs_mask(qt, kt, kSimtRows, kSimtCols, a.Tq, a.Tk, a.causal);
     const std::int64_t j = k0 + lane;
+    // Keys past Tk have p = 0 (and zero V rows): the P.V loop stops at the last real key
+    // (uniform over the warp, so the full-mask shuffles stay convergent).
+    const int live_keys = static_cast<int>(a.Tk - k0 < kSimtCols ? a.Tk - k0 : kSimtCols);
 #pragma unroll
     for (int r = 0; r < kSimtRowsPerWarp; ++r) {
       const int rr = warp * kSimtRowsPerWarp + r;
@@ -294,7 +297,7 @@ __global__ void __launch_bounds__(kThreads) fwd_simt_kernel(Args a) {
       const float pd = p * drop_factor(a, bh, i, j);
 #pragma unroll
       for (int e = 0; e < kChunks; ++e) o[r][e] *= alpha;
-      for (int jj = 0; jj < kSimtCols; ++jj) {
+      for (int jj = 0; jj < live_keys; ++jj) {
         const float pj = __shfl_sync(0xffffffffu, pd, jj);
 #pragma unroll
         for (int e = 0; e < kChunks; ++e)

@@ -39,9 +39,10 @@ Tensor max_pool2d_backward_cuda(const Tensor& gout, const Tensor& index, const P
 Tensor avg_pool2d_cuda(const Tensor& x, const PoolWindow& g, const Shape& out_shape);
 // x and y: the forward's input and output (cuDNN's pooling backward takes them).
 Tensor avg_pool2d_backward_cuda(const Tensor& gout, const Tensor& x, const Tensor& y, const PoolWindow& g);
-// adaptive: even bins (H % OH == 0 and W % OW == 0) are avg pooling with window and
-// stride H/OH x W/OW through cuDNN; uneven bins run the hand-written kernel.
-bool adaptive_bins_even(const PoolWindow& g);
+// adaptive: with cuDNN, even bins (H % OH == 0 and W % OW == 0) are avg pooling with window
+// and stride H/OH x W/OW through cuDNN; uneven bins, and every bin without cuDNN, run the
+// hand-written kernel. adaptive_via_cudnn says which (the backward saves x and y for cuDNN).
+bool adaptive_via_cudnn(const PoolWindow& g);
 Tensor adaptive_avg_pool2d_cuda(const Tensor& x, const PoolWindow& g, const Shape& out_shape);
 Tensor adaptive_avg_pool2d_backward_cuda(const Tensor& gout, const Tensor& x, const Tensor& y, const PoolWindow& g,
                                          const Shape& in_shape);

@@ -316,8 +316,8 @@ Tensor adaptive_avg_pool2d(const Tensor& x, std::int64_t out_h, std::int64_t out
   }
   if (needs_grad({&x})) {
     const DType dt = x.dtype();
-    // Even bins go through cuDNN's pooling backward, which takes the forward's input and output.
-    const bool keep = cuda && ops::adaptive_bins_even(win);
+    // cuDNN's pooling backward (even bins) takes the forward's input and output.
+    const bool keep = cuda && ops::adaptive_via_cudnn(win);
     SavedTensor sx(keep ? x : Tensor()), so(keep ? out : Tensor());
     record(op, {x}, {out}, [g, dt, cuda, win, sx, so, op](const GradList& gr) {
       if (cuda)

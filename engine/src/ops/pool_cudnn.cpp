@@ -26,7 +26,14 @@
 
 namespace ciuic::ops {
 
-bool adaptive_bins_even(const PoolWindow& g) { return g.H % g.OH == 0 && g.W % g.OW == 0; }
+bool adaptive_via_cudnn(const PoolWindow& g) {
+#ifdef CIUIC_WITH_CUDNN
+  return g.H % g.OH == 0 && g.W % g.OW == 0;
+#else
+  (void)g;
+  return false;
+#endif
+}
 
 #ifdef CIUIC_WITH_CUDA
 
@@ -179,9 +186,9 @@ PoolWindow even_window(const PoolWindow& g) {
 
 }  // namespace
 
-// Uneven bins run the hand-written kernels, with or without cuDNN.
+// Uneven bins, and every bin in a build without cuDNN, run the hand-written kernels.
 Tensor adaptive_avg_pool2d_cuda(const Tensor& x, const PoolWindow& g, const Shape& out_shape) {
-  if (adaptive_bins_even(g)) return avg_forward("adaptive_avg_pool2d", x, even_window(g), out_shape);
+  if (adaptive_via_cudnn(g)) return avg_forward("adaptive_avg_pool2d", x, even_window(g), out_shape);
   DeviceGuard guard(x.device());
   Tensor xc = x.contiguous();
   Tensor out = make_tensor(out_shape, x.dtype(), x.device());
@@ -193,7 +200,7 @@ Tensor adaptive_avg_pool2d_cuda(const Tensor& x, const PoolWindow& g, const Shap
 
 Tensor adaptive_avg_pool2d_backward_cuda(const Tensor& gout, const Tensor& x, const Tensor& y, const PoolWindow& g,
                                          const Shape& in_shape) {
-  if (adaptive_bins_even(g)) return avg_backward("adaptive_avg_pool2d", gout, x, y, even_window(g));
+  if (adaptive_via_cudnn(g)) return avg_backward("adaptive_avg_pool2d", gout, x, y, even_window(g));
   DeviceGuard guard(gout.device());
   Tensor gc = gout.contiguous();
   Tensor gx = make_tensor(in_shape, gout.dtype(), gout.device());

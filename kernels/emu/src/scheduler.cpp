@@ -14,6 +14,7 @@
 #include <cstring>
 #include <new>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -45,6 +46,13 @@ struct EmuThread {
   std::uint64_t value = 0, result = 0;
 };
 
+// The lanes of one warp as bit masks (bit j: lane j), so that a collective's arrival is O(1).
+struct WarpLanes {
+  unsigned existing = 0;  // lanes the block has (a partial last warp has fewer than 32)
+  unsigned waiting = 0;   // lanes waiting in a collective
+  unsigned exited = 0;    // lanes whose thread has returned
+};
+
 struct SharedAlloc {
   const void* key;
   void* ptr;
@@ -59,6 +67,8 @@ struct Block {
   std::vector<EmuThread> threads;
   int live = 0;
   int arrivals = 0;  // threads waiting at __syncthreads
+  std::vector<WarpLanes> warps;            // per warp: which lanes wait in a collective, which exited
+  std::vector<int> runnable;               // this round's threads, in schedule order
   std::vector<SharedAlloc> shared;
   std::size_t static_bytes = 0;
   void* dynamic = nullptr;
@@ -69,13 +79,33 @@ struct Block {
   const void* sched_bottom = nullptr;  // the OS thread's stack, for ASan's switch back
   std::size_t sched_size = 0;
 
-  explicit Block(const LaunchState& l) : launch(l) {}
-  ~Block() {
-    for (auto& s : shared) ::operator delete(s.ptr, std::align_val_t(128));
-    if (dynamic) ::operator delete(dynamic, std::align_val_t(128));
-    for (auto& t : threads) release_stack(t.stack);
-  }
+  // The thread and warp vectors come from the OS thread's spares (a block's setup is per
+  // launch x block: zero-filling fresh vectors every time was a tenth of the emulator's time).
+  explicit Block(const LaunchState& l);
+  ~Block();
 };
+
+struct SpareVectors {
+  std::vector<EmuThread> threads;
+  std::vector<WarpLanes> warps;
+  std::vector<int> runnable;
+};
+thread_local SpareVectors t_spare;
+
+Block::Block(const LaunchState& l) : launch(l) {
+  threads.swap(t_spare.threads);
+  warps.swap(t_spare.warps);
+  runnable.swap(t_spare.runnable);
+}
+
+Block::~Block() {
+  for (auto& s : shared) ::operator delete(s.ptr, std::align_val_t(128));
+  if (dynamic) ::operator delete(dynamic, std::align_val_t(128));
+  for (auto& t : threads) release_stack(t.stack);
+  threads.swap(t_spare.threads);
+  warps.swap(t_spare.warps);
+  runnable.swap(t_spare.runnable);
+}
 
 thread_local Block* t_block = nullptr;
 
@@ -137,6 +167,7 @@ void set_builtins(const Block& b, const EmuThread& t) {
     if (b.error.empty()) b.error = thread_name(t.tid) + ": a non-standard exception";
   }
   t.state = TState::exited;
+  b.warps[static_cast<std::size_t>(t.linear / 32)].exited |= 1u << (t.linear % 32);
   --b.live;
   asan_start_switch(nullptr, b.sched_bottom, b.sched_size);  // this fiber's fake stack dies
   bctx::jump_fcontext(b.sched_ctx, nullptr);
@@ -225,6 +256,7 @@ std::string describe_waits(const Block& b) {
 
 // A lane exited: any lane of its warp that waits on a mask naming it can never complete.
 void check_exit_against_warp(Block& b, const EmuThread& gone) {
+  if (b.warps[static_cast<std::size_t>(gone.linear / 32)].waiting == 0) return;
   const int lane = gone.linear % 32, base = gone.linear - lane;
   for (int j = 0; j < 32 && base + j < static_cast<int>(b.threads.size()); ++j) {
     const EmuThread& w = b.threads[base + j];
@@ -254,9 +286,23 @@ std::uint64_t shuffle_source(detail::WarpOp op, int lane, int arg, int width) {
   }
 }
 
-// Every lane of the mask has arrived: compute each lane's result and release the others.
+// Every lane of the mask has arrived: check that they all execute this collective (once per
+// collective, not per arrival), compute each lane's result and release the others.
 void complete_warp(Block& b, int base, EmuThread& self) {
   const unsigned mask = self.mask;
+  for (int j = 0; j < 32; ++j) {
+    if (!(mask >> j & 1u)) continue;
+    const EmuThread& t = b.threads[base + j];
+    if (t.op != self.op || t.mask != mask || t.width != self.width) {
+      std::ostringstream o;
+      o << op_name(self.op) << " at " << where(self.site) << ": lane " << self.linear % 32 << " (mask 0x" << std::hex
+        << mask << ") meets lane " << std::dec << j << " waiting in " << op_name(t.op) << " at " << where(t.site)
+        << " with mask 0x" << std::hex << t.mask << std::dec << " width " << t.width
+        << ": the lanes of a mask must execute the same collective";
+      fault(o.str());
+    }
+  }
+  b.warps[static_cast<std::size_t>(base / 32)].waiting &= ~mask;
   unsigned ballot = 0;
   for (int j = 0; j < 32; ++j)
     if ((mask >> j & 1u) && b.threads[base + j].value != 0) ballot |= 1u << j;
@@ -300,27 +346,33 @@ std::uint64_t warp_collective(WarpOp op, unsigned mask, std::uint64_t value, int
   Block& b = require_block(op_name(op));
   EmuThread& self = *b.current;
   const int lane = self.linear % 32, base = self.linear - lane;
-  std::ostringstream o;
-  o << op_name(op) << " at " << where(at) << ": lane " << lane << " of warp " << self.linear / 32 << " ";
-  const std::string who = o.str();
+  // Built only on a violation: a shuffle is the emulator's hottest call.
+  auto who = [&] {
+    std::ostringstream o;
+    o << op_name(op) << " at " << where(at) << ": lane " << lane << " of warp " << self.linear / 32 << " ";
+    return o.str();
+  };
   auto hex = [](unsigned m) {
     std::ostringstream h;
     h << "0x" << std::hex << m;
     return h.str();
   };
-  if (!(mask >> lane & 1u)) fault(who + "is not in its own mask " + hex(mask));
+  if (!(mask >> lane & 1u)) fault(who() + "is not in its own mask " + hex(mask));
   if (width < 1 || width > 32 || (width & (width - 1)) != 0)
-    fault(who + "passes width " + std::to_string(width) + "; expected a power of two from 1 to 32");
-  for (int j = 0; j < 32; ++j) {
-    if (!(mask >> j & 1u)) continue;
-    if (base + j >= static_cast<int>(b.threads.size()))
-      fault(who + "names lane " + std::to_string(j) + " in mask " + hex(mask) + ", which does not exist (the block has " +
-            std::to_string(b.threads.size()) + " threads)");
+    fault(who() + "passes width " + std::to_string(width) + "; expected a power of two from 1 to 32");
+  WarpLanes& w = b.warps[static_cast<std::size_t>(self.linear / 32)];
+  if (const unsigned missing = mask & ~w.existing; missing != 0)
+    fault(who() + "names lane " + std::to_string(__builtin_ctz(missing)) + " in mask " + hex(mask) +
+          ", which does not exist (the block has " + std::to_string(b.threads.size()) + " threads)");
+  if (const unsigned gone = mask & w.exited; gone != 0)
+    fault(who() + "names lane " + std::to_string(__builtin_ctz(gone)) + " in mask " + hex(mask) + ", which has exited");
+  // Lanes already waiting agreed with the first of them when they arrived; comparing with
+  // that one is enough here (complete_warp checks every lane once more).
+  if (const unsigned others = mask & w.waiting; others != 0) {
+    const int j = __builtin_ctz(others);
     const EmuThread& other = b.threads[base + j];
-    if (other.state == TState::exited)
-      fault(who + "names lane " + std::to_string(j) + " in mask " + hex(mask) + ", which has exited");
-    if (other.state == TState::at_warp && (other.op != op || other.mask != mask || other.width != width))
-      fault(who + "(mask " + hex(mask) + ") meets lane " + std::to_string(j) + " waiting in " + op_name(other.op) +
+    if (other.op != op || other.mask != mask || other.width != width)
+      fault(who() + "(mask " + hex(mask) + ") meets lane " + std::to_string(j) + " waiting in " + op_name(other.op) +
             " at " + where(other.site) + " with mask " + hex(other.mask) +
             ": the lanes of a mask must execute the same collective");
   }
@@ -330,14 +382,12 @@ std::uint64_t warp_collective(WarpOp op, unsigned mask, std::uint64_t value, int
   self.arg = arg;
   self.width = width;
   self.site = at;
-  bool complete = true;
-  for (int j = 0; j < 32 && complete; ++j)
-    if ((mask >> j & 1u) && j != lane && b.threads[base + j].state != TState::at_warp) complete = false;
-  if (complete) {
+  if (((w.waiting | 1u << lane) & mask) == mask) {
     complete_warp(b, base, self);
     return self.result;
   }
   self.state = TState::at_warp;
+  w.waiting |= 1u << lane;
   wait_in_fiber(b);
   return self.result;
 }
@@ -375,12 +425,28 @@ void run_block(const LaunchState& launch, std::uint64_t linear) {
   b.bid = {static_cast<unsigned>(linear % g.x), static_cast<unsigned>(linear / g.x % g.y),
            static_cast<unsigned>(linear / (static_cast<std::uint64_t>(g.x) * g.y))};
   const int n = static_cast<int>(bd.x * bd.y * bd.z);
-  b.threads.resize(static_cast<std::size_t>(n));
-  for (int i = 0; i < n; ++i) {
-    EmuThread& t = b.threads[static_cast<std::size_t>(i)];
-    t.linear = i;
-    t.tid = {static_cast<unsigned>(i) % bd.x, static_cast<unsigned>(i) / bd.x % bd.y,
-             static_cast<unsigned>(i) / (bd.x * bd.y)};
+  if (b.threads.size() < static_cast<std::size_t>(n)) b.threads.resize(static_cast<std::size_t>(n));
+  b.threads.erase(b.threads.begin() + n, b.threads.end());  // no reallocation: size only shrinks
+  {
+    uint3 tid{0, 0, 0};
+    for (int i = 0; i < n; ++i) {
+      EmuThread& t = b.threads[static_cast<std::size_t>(i)];
+      t.state = TState::not_started;
+      t.linear = i;
+      t.tid = tid;
+      t.ctx = nullptr;
+      t.stack = nullptr;
+      t.fake_stack = nullptr;
+      if (++tid.x == bd.x) {
+        tid.x = 0;
+        if (++tid.y == bd.y) tid.y = 0, ++tid.z;
+      }
+    }
+  }
+  b.warps.assign(static_cast<std::size_t>((n + 31) / 32), WarpLanes{});
+  for (std::size_t w = 0; w < b.warps.size(); ++w) {
+    const int lanes = std::min(32, n - static_cast<int>(w) * 32);
+    b.warps[w].existing = lanes == 32 ? ~0u : (1u << lanes) - 1;
   }
   b.live = n;
   b.dynamic = ::operator new(launch.cfg.smem, std::align_val_t(128));
@@ -394,9 +460,11 @@ void run_block(const LaunchState& launch, std::uint64_t linear) {
   } restore{outer};
 
   const Schedule& sched = launch.schedule;
-  std::mt19937_64 rng(sched.seed ^ (launch.launch_index * 0x9E3779B97F4A7C15ull) ^ (linear * 0xBF58476D1CE4E5B9ull));
-  std::vector<int> order(static_cast<std::size_t>(n));
-  std::vector<int> runnable;
+  // Seeded per launch and block; built only for the random schedule (its state is 2.5 KB).
+  std::optional<std::mt19937_64> rng;
+  if (sched.kind == Schedule::random)
+    rng.emplace(sched.seed ^ (launch.launch_index * 0x9E3779B97F4A7C15ull) ^ (linear * 0xBF58476D1CE4E5B9ull));
+  std::vector<int>& runnable = b.runnable;
   runnable.reserve(static_cast<std::size_t>(n));
   for (;;) {
     runnable.clear();
@@ -415,7 +483,7 @@ void run_block(const LaunchState& launch, std::uint64_t linear) {
       break;
     }
     if (sched.kind == Schedule::reverse) std::reverse(runnable.begin(), runnable.end());
-    else if (sched.kind == Schedule::random) std::shuffle(runnable.begin(), runnable.end(), rng);
+    else if (sched.kind == Schedule::random) std::shuffle(runnable.begin(), runnable.end(), *rng);
     for (int i : runnable) {
       EmuThread& t = b.threads[static_cast<std::size_t>(i)];
       if (t.state != TState::not_started && t.state != TState::ready) continue;  // released earlier this round
