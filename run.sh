@@ -123,9 +123,13 @@ case "$cmd" in
     ensure_dependencies
     # shellcheck disable=SC2086
     [ -f "$BUILD_DIR/build.ninja" ] || meson setup "$BUILD_DIR" $MESON_ARGS
-    meson compile -C "$BUILD_DIR" ciuic_tests
-    run_emulated_suites "$BUILD_DIR" "$@"
-    exit $? ;;
+    meson compile -C "$BUILD_DIR" ciuic_tests comm_tests ciuic-launch
+    status=0
+    run_emulated_suites "$BUILD_DIR" "$@" || status=1
+    # Data parallel over Gloo with the gradients on the emulated device: the reducer's
+    # buckets, streams and events run asynchronously (NCCL is not emulated).
+    meson test -C "$BUILD_DIR" --no-rebuild --print-errorlogs comm_single comm_dist_2ranks || status=1
+    exit $status ;;
   sanitize)
     # A separate CPU-only build under ASan + UBSan; any sanitizer report fails the run. Huge
     # requests must come back as null, not abort, so that the library can answer them with
@@ -147,8 +151,10 @@ case "$cmd" in
     ensure_dependencies
     # shellcheck disable=SC2086
     [ -f "$BUILD_DIR/build.ninja" ] || meson setup "$BUILD_DIR" $MESON_ARGS
-    # The core suite and the README example only (the comm/ rank tests run in `test`).
+    # The core suite and the README example (the comm/ rank tests run in `test`; on the
+    # emulated device, two ranks of them run here too, their gradients on the device).
     meson compile -C "$BUILD_DIR" ciuic_tests readme_example
+    [ "$emulated" = 1 ] && meson compile -C "$BUILD_DIR" comm_tests ciuic-launch
     # LeakSanitizer needs ptrace, which some containers deny: probe it on a tiny program first and run
     # without leak detection (saying so) where it cannot work, rather than fail on the tool itself.
     leaks=1
@@ -174,11 +180,18 @@ case "$cmd" in
     fi
     grep -hE "All tests passed|test cases:|assertions:|emulated kernels launched" "$BUILD_DIR"/meson-logs/testlog.txt |
       sed 's/^/[catch2, sanitized] /' || true
-    # Emulated: the kernel tests and attention (whose kernel choice depends on the device's
-    # shared memory) again under the second profile and thread order.
+    if [ "$emulated" = 1 ]; then
+      # Two ranks, gradients on the emulated device (not under the coverage rule: these
+      # binaries launch a few kernels only).
+      meson test -C "$BUILD_DIR" --no-rebuild --print-errorlogs --timeout-multiplier 2 comm_single comm_dist_2ranks ||
+        status=1
+    fi
+    # Emulated: attention (whose kernel choice depends on the device's shared memory; N4's
+    # 65537-block grid aside) and the emulator's own tests (among them every schedule giving
+    # bit-identical results) again under the second profile and thread order.
     if [ "$emulated" = 1 ]; then
       CIUIC_EMU_PROFILE=sm_86 CIUIC_EMU_ORDER=reverse run_one_emulated "$BUILD_DIR" "sanitized, sm_86, reverse" \
-        '[kernels],[attention],[emu]' || status=1
+        '[attention]~[grid],[emu]' || status=1
     fi
     exit $status ;;
   demo)

@@ -223,7 +223,10 @@ def rewrite(path, src):
     result = ''.join(out)
     if result.count('\n') != src.count('\n'):
         fail(path, src, 0, 'internal error: the rewrite changed the line count')
-    return f'#line 1 "{os.path.abspath(path)}"\n' + result
+    # Relative to the compiler's working directory (meson's build root), as meson names the
+    # sources it compiles: messages read the same, and the output does not depend on where
+    # the tree lives (ccache hits across clones laid out alike).
+    return f'#line 1 "{os.path.relpath(path)}"\n' + result
 
 
 def main():

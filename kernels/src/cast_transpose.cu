@@ -175,9 +175,15 @@ void transpose_2d(void* dst, const void* src, DType dtype, std::int64_t batch, s
   const dim3 block(kTile, kTileRowsPerPass);
   dispatch_bytes(dtype_size(dtype), [&](auto tag) {
     using U = decltype(tag);
-    transpose_kernel<U><<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(
-        static_cast<U*>(dst), static_cast<const U*>(src), batch, rows, cols, row_tiles);
-    CIUIC_CUDA_CHECK_LAUNCH();
+    // An element is at most 8 bytes: no 16-byte transpose kernel is instantiated (it could
+    // never launch; dispatch_bytes refuses 16 here as any other unknown size).
+    if constexpr (sizeof(U) <= 8) {
+      transpose_kernel<U><<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(
+          static_cast<U*>(dst), static_cast<const U*>(src), batch, rows, cols, row_tiles);
+      CIUIC_CUDA_CHECK_LAUNCH();
+    } else {
+      ::ciuic::detail::fail<ValueError>("transpose_2d", "unsupported element size ", sizeof(U));
+    }
   });
 }
 

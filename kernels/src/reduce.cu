@@ -262,10 +262,13 @@ void reduce_sum(ReduceOp op, void* out, const void* in, DType dtype, std::int64_
   const plan::ReducePlan p = plan::plan_reduce(outer, reduce, inner);
   dispatch_reduce(op, dtype, [&](auto tag) {
     using T = decltype(tag);
-    SumReducer<T> r{static_cast<T*>(out), op == ReduceOp::mean, !deterministic && SumReducer<T>::kCanAtomic};
-    if (r.atomic && p.splits > 1)
-      CIUIC_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<std::size_t>(p.cols) * sizeof(T), s));
-    run_reduce<T>(in, outer, reduce, inner, r, workspace, s);
+    // dispatch_reduce passes u8 for max only: no u8 sum kernels are instantiated.
+    if constexpr (!std::is_same_v<T, std::uint8_t>) {
+      SumReducer<T> r{static_cast<T*>(out), op == ReduceOp::mean, !deterministic && SumReducer<T>::kCanAtomic};
+      if (r.atomic && p.splits > 1)
+        CIUIC_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<std::size_t>(p.cols) * sizeof(T), s));
+      run_reduce<T>(in, outer, reduce, inner, r, workspace, s);
+    }
   });
 }
 

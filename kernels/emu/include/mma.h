@@ -80,12 +80,18 @@ void load_matrix_sync(fragment<accumulator, 16, 16, 16, T, void>& f, const T* p,
 template <class T, class LA, class LB, class Acc>
 void mma_sync(fragment<accumulator, 16, 16, 16, Acc, void>& d, const fragment<matrix_a, 16, 16, 16, T, LA>& a,
               const fragment<matrix_b, 16, 16, 16, T, LB>& b, const fragment<accumulator, 16, 16, 16, Acc, void>& c) {
-  float out[256];
+  // Every lane computes the whole tile, so the conversions are hoisted: a and b to f32 once,
+  // then plain f32 products (the same k order, so the same roundings).
+  float fa[256], fb[256], out[256];
+  for (int e = 0; e < 256; ++e) {
+    fa[e] = detail::to_f32(a.x[e]);
+    fb[e] = detail::to_f32(b.x[e]);
+    out[e] = detail::to_f32(c.x[e]);
+  }
   for (int i = 0; i < 16; ++i)
-    for (int j = 0; j < 16; ++j) {
-      float s = detail::to_f32(c.x[i * 16 + j]);
-      for (int k = 0; k < 16; ++k) s += detail::to_f32(a.x[i * 16 + k]) * detail::to_f32(b.x[k * 16 + j]);
-      out[i * 16 + j] = s;
+    for (int k = 0; k < 16; ++k) {
+      const float aik = fa[i * 16 + k];
+      for (int j = 0; j < 16; ++j) out[i * 16 + j] += aik * fb[k * 16 + j];
     }
   for (int e = 0; e < 256; ++e) d.x[e] = detail::from_f32<Acc>(out[e]);
 }

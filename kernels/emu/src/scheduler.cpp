@@ -69,6 +69,7 @@ struct Block {
   int arrivals = 0;  // threads waiting at __syncthreads
   std::vector<WarpLanes> warps;            // per warp: which lanes wait in a collective, which exited
   std::vector<int> runnable;               // this round's threads, in schedule order
+  std::size_t round_pos = 0;               // the entry of `runnable` running now
   std::vector<SharedAlloc> shared;
   std::size_t static_bytes = 0;
   void* dynamic = nullptr;
@@ -154,21 +155,40 @@ void set_builtins(const Block& b, const EmuThread& t) {
   gridDim = b.launch.cfg.grid;
 }
 
+void check_exit_against_warp(Block& b, const EmuThread& gone);
+
+// Runs CUDA threads on this fiber: the one it was started for and then, while each exits
+// without waiting, the round's next threads that have not started, so a kernel without
+// barriers or collectives costs one fiber per block round, not one per thread. A thread that
+// waits keeps the fiber (and its stack) until it exits.
 [[noreturn]] void fiber_entry(bctx::transfer_t from) {
   Block& b = *t_block;
-  EmuThread& t = *static_cast<EmuThread*>(from.data);
+  EmuThread* t = static_cast<EmuThread*>(from.data);
   b.sched_ctx = from.fctx;
   asan_finish_switch(nullptr, &b.sched_bottom, &b.sched_size);
-  try {
-    b.launch.body->run();
-  } catch (const std::exception& e) {
-    if (b.error.empty()) b.error = thread_name(t.tid) + ": " + e.what();
-  } catch (...) {
-    if (b.error.empty()) b.error = thread_name(t.tid) + ": a non-standard exception";
+  for (;;) {
+    try {
+      b.launch.body->run();
+    } catch (const std::exception& e) {
+      if (b.error.empty()) b.error = thread_name(t->tid) + ": " + e.what();
+    } catch (...) {
+      if (b.error.empty()) b.error = thread_name(t->tid) + ": a non-standard exception";
+    }
+    t->state = TState::exited;
+    b.warps[static_cast<std::size_t>(t->linear / 32)].exited |= 1u << (t->linear % 32);
+    --b.live;
+    if (b.error.empty()) check_exit_against_warp(b, *t);
+    if (!b.error.empty() || b.round_pos + 1 >= b.runnable.size()) break;
+    EmuThread& next = b.threads[static_cast<std::size_t>(b.runnable[b.round_pos + 1])];
+    if (next.state != TState::not_started) break;  // a waiting thread: the scheduler resumes it
+    ++b.round_pos;
+    next.stack = t->stack;  // the fiber's stack moves on with it
+    t->stack = nullptr;
+    next.state = TState::running;
+    b.current = &next;
+    set_builtins(b, next);
+    t = &next;
   }
-  t.state = TState::exited;
-  b.warps[static_cast<std::size_t>(t.linear / 32)].exited |= 1u << (t.linear % 32);
-  --b.live;
   asan_start_switch(nullptr, b.sched_bottom, b.sched_size);  // this fiber's fake stack dies
   bctx::jump_fcontext(b.sched_ctx, nullptr);
   __builtin_unreachable();  // the scheduler never resumes an exited fiber
@@ -195,11 +215,12 @@ void resume(Block& b, EmuThread& t) {
   asan_start_switch(&b.sched_fake_stack, t.stack->bottom, t.stack->size);
   bctx::transfer_t back = bctx::jump_fcontext(t.ctx, &t);
   asan_finish_switch(b.sched_fake_stack, nullptr, nullptr);
+  EmuThread& last = *b.current;  // the fiber may have gone on to later threads of the round
   b.current = nullptr;
-  t.ctx = back.fctx;
-  if (t.state == TState::exited) {  // its stack serves the next thread
-    release_stack(t.stack);
-    t.stack = nullptr;
+  last.ctx = back.fctx;
+  if (last.state == TState::exited) {  // its stack serves the next fiber
+    release_stack(last.stack);
+    last.stack = nullptr;
   }
 }
 
@@ -484,11 +505,11 @@ void run_block(const LaunchState& launch, std::uint64_t linear) {
     }
     if (sched.kind == Schedule::reverse) std::reverse(runnable.begin(), runnable.end());
     else if (sched.kind == Schedule::random) std::shuffle(runnable.begin(), runnable.end(), *rng);
-    for (int i : runnable) {
-      EmuThread& t = b.threads[static_cast<std::size_t>(i)];
+    // The fibers advance round_pos themselves when they run several threads in a row.
+    for (b.round_pos = 0; b.round_pos < runnable.size(); ++b.round_pos) {
+      EmuThread& t = b.threads[static_cast<std::size_t>(runnable[b.round_pos])];
       if (t.state != TState::not_started && t.state != TState::ready) continue;  // released earlier this round
       resume(b, t);
-      if (b.error.empty() && t.state == TState::exited) check_exit_against_warp(b, t);
       if (!b.error.empty()) break;
     }
     if (!b.error.empty()) break;

@@ -134,10 +134,9 @@ struct Launcher {
       void (*fn)(P...);
       std::tuple<std::decay_t<P>...> args;
       Body(void (*f)(P...), std::tuple<std::decay_t<P>...> t) : fn(f), args(std::move(t)) {}
-      void run() const override {
-        auto own = args;
-        std::apply(fn, own);
-      }
+      // fn takes its parameters by value (a kernel's are), so each thread gets its own copy
+      // from the shared tuple, as each GPU thread reads the launch's parameter block.
+      void run() const override { std::apply(fn, args); }
     };
     detail::submit(cfg, std::make_shared<const Body>(fn, std::tuple<std::decay_t<P>...>(std::forward<A>(a)...)));
   }
@@ -169,11 +168,17 @@ T* dynamic_shared() {
 // The rewriter puts this at the top of every __global__ body. The local tag makes one
 // registrar per kernel instantiation, initialised at program start, so the coverage line
 // can name instantiations that were never launched.
+// CIUIC_EMU_NO_COVERAGE (the emulator's own test kernels, some built to fail): not the
+// library's kernels, so not counted.
+#ifdef CIUIC_EMU_NO_COVERAGE
+#define CIUIC_EMU_KERNEL_ENTRY() ((void)0)
+#else
 #define CIUIC_EMU_KERNEL_ENTRY()                                                 \
   struct ciuic_emu_kernel_tag {                                                  \
     static const char* name() { return __PRETTY_FUNCTION__; }                    \
   };                                                                             \
   ::ciuic::emu::detail::mark_launched(::ciuic::emu::detail::KernelRegistrar<ciuic_emu_kernel_tag>::record)
+#endif
 
 // ---- Synchronisation ------------------------------------------------------------------------
 inline void __syncthreads(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
