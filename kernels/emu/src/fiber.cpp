@@ -7,6 +7,7 @@
 #include <new>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -39,6 +40,12 @@ FiberStack* acquire_stack() {
   if (!t_pool.free.empty()) {
     FiberStack* s = t_pool.free.back();
     t_pool.free.pop_back();
+#if defined(__SANITIZE_ADDRESS__)
+    // A fiber abandoned mid-call (a block that failed while threads waited) never ran its
+    // frames' epilogues, so their redzones stay poisoned in the shadow; the next fiber's frames
+    // at those addresses would then be reported (a false stack-buffer-overflow). Start clean.
+    __asan_unpoison_memory_region(s->bottom, s->size);
+#endif
     return s;
   }
   const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
