@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ciuic_emu/engine.h"
+#include "test_gate.h"
 
 namespace {
 
@@ -182,29 +183,13 @@ TEST_CASE("cub stand-in: SortPairs runs in stream order, after earlier work", "[
           cudaSuccess);
   std::vector<unsigned char> temp(bytes);
   // Earlier work on the stream holds it until the gate opens, then writes the keys.
-  std::promise<void> gate;
-  struct Opener {  // opens the gate on every path, so the stream's worker never stays blocked
-    std::promise<void>& g;
-    bool open = false;
-    void operator()() {
-      if (!open) g.set_value();
-      open = true;
-    }
-    ~Opener() { (*this)(); }
-  } opener{gate};
-  std::shared_future<void> wait = gate.get_future().share();
+  StreamGate gate;
   std::uint32_t* kp = keys.data();
-  REQUIRE(ciuic::emu::enqueue(
-              nullptr,
-              [wait, kp] {
-                wait.wait();
-                kp[0] = 30, kp[1] = 10, kp[2] = 20;
-              },
-              "test gate") == cudaSuccess);
+  REQUIRE(gate.hold([kp] { kp[0] = 30, kp[1] = 10, kp[2] = 20; }) == cudaSuccess);
   REQUIRE(cub::DeviceRadixSort::SortPairs(temp.data(), bytes, keys.data(), ko.data(), values.data(), vo.data(), 3, 0,
                                           32, cudaStream_t{nullptr}) == cudaSuccess);
   CHECK(ko == std::vector<std::uint32_t>(3, 7));  // queued behind the gate, not sorted on the call
-  opener();
+  gate.open();
   device_sync();
   CHECK(ko == std::vector<std::uint32_t>{10, 20, 30});
   CHECK(vo == std::vector<int>{1, 2, 0});

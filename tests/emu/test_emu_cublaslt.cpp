@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "ciuic_emu/engine.h"
+#include "test_gate.h"
 
 namespace {
 
@@ -569,30 +570,14 @@ TEST_CASE("cuBLASLt stand-in: cublasLtMatmul runs in stream order, after earlier
   Layout l(CUDA_R_32F, 2, 2, 2);
   std::vector<float> a(4, 0.0f), b = {1, 0, 0, 1}, d(4, -1.0f);  // B = identity: D = A
   // Earlier work on the stream holds it until the test opens the gate, then writes A.
-  std::promise<void> gate;
-  struct Opener {  // opens the gate on every path, so the stream's worker never stays blocked
-    std::promise<void>& g;
-    bool open = false;
-    void operator()() {
-      if (!open) g.set_value();
-      open = true;
-    }
-    ~Opener() { (*this)(); }
-  } opener{gate};
-  std::shared_future<void> wait = gate.get_future().share();
+  StreamGate gate;
   float* ap = a.data();
-  REQUIRE(ciuic::emu::enqueue(
-              nullptr,
-              [wait, ap] {
-                wait.wait();
-                for (int i = 0; i < 4; ++i) ap[i] = static_cast<float>(i + 1);
-              },
-              "test gate") == cudaSuccess);
+  REQUIRE(gate.hold([ap] { for (int i = 0; i < 4; ++i) ap[i] = static_cast<float>(i + 1); }) == cudaSuccess);
   const float alpha = 1, beta = 0;
   REQUIRE(cublasLtMatmul(h.h, desc.d, &alpha, a.data(), l.l, b.data(), l.l, &beta, d.data(), l.l, d.data(), l.l,
                          nullptr, nullptr, 0, nullptr) == kOk);
   CHECK(d == std::vector<float>(4, -1.0f));  // queued behind the gate, not computed on the call
-  opener();
+  gate.open();
   device_sync();
   CHECK(d == std::vector<float>{1, 2, 3, 4});
 }
